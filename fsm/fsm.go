@@ -191,16 +191,18 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.table = table
 	}
 	f.mu.Unlock()
-	f.signalApplied()
 
 	f.obsMu.Lock()
 	observers, tableSubs := f.observers, f.tableSubs
 	f.obsMu.Unlock()
+	// The proxy swaps in the new table before anyone waiting for this
+	// index wakes up: an acknowledged CONFIG_APPLY is already served here.
 	if table != nil {
 		for _, fn := range tableSubs {
 			fn(table)
 		}
 	}
+	f.signalApplied()
 	for _, n := range notes {
 		for _, fn := range observers {
 			fn(n)
@@ -264,13 +266,13 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.index = d.Index
 	f.table = table
 	f.mu.Unlock()
-	f.signalApplied()
 	f.obsMu.Lock()
 	tableSubs := f.tableSubs
 	f.obsMu.Unlock()
 	for _, fn := range tableSubs {
 		fn(table)
 	}
+	f.signalApplied()
 	return nil
 }
 

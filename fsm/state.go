@@ -112,12 +112,11 @@ func (t *RequestTable) Record(id string, r Result) {
 	if _, ok := t.Results[id]; ok {
 		return
 	}
-	if len(t.Order) >= t.Size {
-		drop := len(t.Order) - t.Size + 1
-		for _, old := range t.Order[:drop] {
-			delete(t.Results, old)
-		}
-		t.Order = append(t.Order[:0:0], t.Order[drop:]...)
+	for len(t.Order) >= t.Size && len(t.Order) > 0 {
+		delete(t.Results, t.Order[0])
+		// Reslicing keeps this O(1); append copies the live tail into a
+		// fresh array whenever capacity runs out, so memory stays bounded.
+		t.Order = t.Order[1:]
 	}
 	t.Order = append(t.Order, id)
 	t.Results[id] = r

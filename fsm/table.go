@@ -130,6 +130,9 @@ func BuildTable(s *State, index uint64) *RoutingTable {
 		for i := range sess.Active.Routes {
 			r := &sess.Active.Routes[i]
 			settings := effectiveSettings(&sess.Active, r.ID)
+			if settings.CircuitBreaker != nil {
+				settings.CircuitBreaker.ResetGeneration = sess.BreakerResets[r.ID]
+			}
 			for _, d := range r.Domains {
 				m := &Member{
 					RouteID:            r.ID,

@@ -35,6 +35,9 @@ type Session struct {
 	Maintenance   Maintenance `json:"maintenance"`
 	Drain         *Drain      `json:"drain,omitempty"`
 	Subscriptions []string    `json:"subscriptions,omitempty"` // sorted event types
+	// BreakerResets counts CIRCUIT_BREAKER_RESET commands per route; each
+	// node closes a route's breaker when it sees the number change.
+	BreakerResets map[string]uint64 `json:"breaker_resets,omitempty"`
 }
 
 // Attachment is where a session's attached connection lives.
@@ -91,8 +94,9 @@ type CircuitBreaker struct {
 	Threshold        int   `json:"threshold"`
 	Timeout          int64 `json:"timeout"`
 	HalfOpenRequests int   `json:"half_open_requests"`
-	// ResetGeneration counts CIRCUIT_BREAKER_RESET commands for this target;
-	// each node closes its breaker when it sees the number change.
+	// ResetGeneration is set in routing tables only (from
+	// Session.BreakerResets): each node closes the route's breaker when the
+	// number changes.
 	ResetGeneration uint64 `json:"reset_generation,omitempty"`
 }
 
