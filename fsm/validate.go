@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -118,18 +119,8 @@ func ParsePort(s string) (int, error) {
 	return n, nil
 }
 
-// parseDecimal parses an optionally signed base-10 integer within [lo, hi].
-// Unlike strconv.Atoi it refuses "0x", "_" and other Go literal forms.
+// parseDecimal parses a base-10 integer, optionally signed, within [lo, hi].
 func parseDecimal(s string, lo, hi int64) (int, bool) {
-	digits := strings.TrimPrefix(strings.TrimPrefix(s, "-"), "+")
-	if digits == "" || len(s)-len(digits) > 1 {
-		return 0, false
-	}
-	for i := 0; i < len(digits); i++ {
-		if digits[i] < '0' || digits[i] > '9' {
-			return 0, false
-		}
-	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < lo || n > hi {
 		return 0, false
@@ -160,11 +151,11 @@ func ParseMetadata(s string) (json.RawMessage, error) {
 // lower-cased, must be a valid DNS host name (optionally "*." followed by at
 // least two labels), and duplicates are dropped keeping the first.
 func ParseDomains(s string) ([]string, error) {
-	parts := strings.Split(s, ",")
-	if len(parts) > MaxDomains {
+	// Count before splitting so a hostile list allocates nothing.
+	if strings.Count(s, ",") >= MaxDomains {
 		return nil, fmt.Errorf("too many domains (max %d)", MaxDomains)
 	}
-	return normalizeDomains(parts)
+	return normalizeDomains(strings.Split(s, ","))
 }
 
 func normalizeDomains(parts []string) ([]string, error) {
@@ -322,7 +313,8 @@ func backendProblem(s string) string {
 		return "empty port"
 	}
 	if p := u.Port(); p != "" {
-		if _, ok := parseDecimal(p, 1, 65535); !ok || p[0] == '+' || p[0] == '-' {
+		// url.Parse has checked that the port is all digits.
+		if _, ok := parseDecimal(p, 1, 65535); !ok {
 			return "port must be 1..65535"
 		}
 	}
@@ -588,25 +580,12 @@ func ValidateTarget(s string) error {
 // and priority follow the ROUTE_ADD rules. The FSM calls it again on every
 // entry, so nothing invalid that slipped past a proposer is applied.
 func ValidateRouteSpec(r RouteSpec) error {
-	if len(r.Domains) == 0 {
-		return errors.New("invalid domain: empty list")
+	norm, err := normalizeDomains(r.Domains)
+	if err != nil {
+		return err
 	}
-	if len(r.Domains) > MaxDomains {
-		return fmt.Errorf("too many domains (max %d)", MaxDomains)
-	}
-	seen := make(map[string]bool, len(r.Domains))
-	for _, d := range r.Domains {
-		n, err := normalizeDomain(d)
-		if err != nil {
-			return err
-		}
-		if n != d {
-			return fmt.Errorf("invalid domain: %s (not normalized)", show(d))
-		}
-		if seen[d] {
-			return fmt.Errorf("invalid domain: %s (listed twice)", show(d))
-		}
-		seen[d] = true
+	if !slices.Equal(norm, r.Domains) {
+		return errors.New("invalid domain: list not normalized (trimmed, lower case, no duplicates)")
 	}
 	if err := ValidatePath(r.Path); err != nil {
 		return err
@@ -630,6 +609,9 @@ func ParseBulkRoutes(js string) ([]RouteSpec, error) {
 		return nil, fmt.Errorf("invalid json: larger than %d bytes", MaxBulkJSONBytes)
 	}
 	data := []byte(strings.TrimSpace(js))
+	if !utf8.Valid(data) {
+		return nil, errors.New("invalid json: not valid utf-8")
+	}
 	if !json.Valid(data) {
 		return nil, errors.New("invalid json: " + syntaxProblem(data))
 	}

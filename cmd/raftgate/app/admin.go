@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -89,6 +91,7 @@ func (n *Node) adminHandler() http.Handler {
 		fmt.Fprintln(w, "left the cluster")
 	})
 	mux.HandleFunc("/v1/faults", n.handleFaults)
+	mux.HandleFunc("GET /v1/fsm", n.handleFSMDigest)
 	return mux
 }
 
@@ -108,6 +111,49 @@ func (n *Node) Ready(ctx context.Context) (bool, string) {
 	}
 	n.ready.Store(true)
 	return true, ""
+}
+
+// FSMDigest identifies this node's replicated state: two nodes with the
+// same digest at the same index hold byte-identical snapshots.
+type FSMDigest struct {
+	Node         string `json:"node"`
+	AppliedIndex uint64 `json:"applied_index"`
+	SHA256       string `json:"sha256"`
+	Sessions     int    `json:"sessions"`
+	Routes       int    `json:"routes"`
+}
+
+// Digest returns the FSM digest of this node.
+func (n *Node) Digest() (FSMDigest, error) {
+	b, err := n.FSM.SnapshotBytes()
+	if err != nil {
+		return FSMDigest{}, err
+	}
+	var idx struct {
+		Index uint64 `json:"index"`
+	}
+	_ = json.Unmarshal(b, &idx)
+	sum := sha256.Sum256(b)
+	d := FSMDigest{Node: n.cfg.NodeID, AppliedIndex: idx.Index, SHA256: hex.EncodeToString(sum[:])}
+	n.FSM.View(func(st *fsm.State) {
+		d.Sessions = len(st.Sessions)
+		for _, s := range st.Sessions {
+			d.Routes += len(s.Active.Routes)
+		}
+	})
+	return d, nil
+}
+
+// handleFSMDigest serves the FSM digest, used by raftgate chaos to check
+// that every node converged to the same state.
+func (n *Node) handleFSMDigest(w http.ResponseWriter, _ *http.Request) {
+	d, err := n.Digest()
+	if err != nil {
+		http.Error(w, "snapshot failed: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(d)
 }
 
 // faultRequest is the body of POST /v1/faults.

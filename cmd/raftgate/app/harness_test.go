@@ -255,3 +255,40 @@ func statusOf(t testing.TB, proxyAddr, host, path string) int {
 	resp, _ := httpGet(t, proxyAddr, host, path)
 	return resp.StatusCode
 }
+
+// onceNoFatal is once for goroutines other than the test's: it returns
+// errors instead of failing the test.
+func onceNoFatal(addr, line string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := io.WriteString(c, line+"\n"); err != nil {
+		return "", err
+	}
+	s, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSuffix(s, "\n"), err
+}
+
+// probeClient keeps connections to the proxy alive between probes, as a
+// real load balancer in front of raftgate would.
+var probeClient = &http.Client{Timeout: 5 * time.Second}
+
+// httpGetNoFatal returns the status of a proxied GET, or 0 on a transport
+// error.
+func httpGetNoFatal(proxyAddr, host, path string) (int, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://"+proxyAddr+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Host = host
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
