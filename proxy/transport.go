@@ -22,10 +22,26 @@ type transportKey struct {
 }
 
 type transportEntry struct {
-	t *http.Transport
+	t  *http.Transport
+	h1 *h1Client // plain-HTTP/1.1 backends: the fast path in front of t
 }
 
-func (te *transportEntry) closeIdle() { te.t.CloseIdleConnections() }
+func (te *transportEntry) closeIdle() {
+	if te.h1 != nil {
+		te.h1.CloseIdleConnections()
+		return
+	}
+	te.t.CloseIdleConnections()
+}
+
+// forwarder is the round tripper requests use: the fast HTTP/1.1 client
+// when the backend allows it, the standard transport otherwise.
+func (te *transportEntry) forwarder() http.RoundTripper {
+	if te.h1 != nil {
+		return te.h1
+	}
+	return te.t
+}
 
 // newTransport builds a transport tuned for proxying: a deep idle pool per
 // host (the default of 2 makes every burst above 2 concurrent requests
@@ -70,15 +86,26 @@ func newTransport(k transportKey) *http.Transport {
 	return t
 }
 
-// transportLocked returns the shared transport for k. p.mu is held.
-func (p *Proxy) transportLocked(k transportKey, used map[transportKey]bool) *http.Transport {
+// transportLocked returns the shared transport entry for k. p.mu is held.
+func (p *Proxy) transportLocked(k transportKey, used map[transportKey]bool) *transportEntry {
 	used[k] = true
 	if te, ok := p.transports[k]; ok {
-		return te.t
+		return te
 	}
 	te := &transportEntry{t: newTransport(k)}
+	if k.scheme == "http" && !k.h2 {
+		te.h1 = newH1Client(hostPort(k.host), k.timeout, te.t)
+	}
 	p.transports[k] = te
-	return te.t
+	return te
+}
+
+// hostPort adds the default port to a backend host.
+func hostPort(h string) string {
+	if _, _, err := net.SplitHostPort(h); err == nil {
+		return h
+	}
+	return net.JoinHostPort(strings.Trim(h, "[]"), "80")
 }
 
 // parseTarget parses a backend URL, mapping ws/wss to http/https.

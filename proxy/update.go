@@ -153,16 +153,16 @@ func (p *Proxy) compileRouteLocked(m *fsm.Member, rs *routeState, usedTr map[tra
 	} else {
 		rc.target = tgt
 		k := transportKey{scheme: tgt.scheme, host: tgt.host, skipVerify: o.TLSSkipVerify, h2: o.HTTP2, timeout: o.Timeout}
-		rc.rt = p.transportLocked(k, usedTr)
+		rc.rt = p.transportLocked(k, usedTr).forwarder()
 		k.h2 = false
-		rc.upgradeRT = p.transportLocked(k, usedTr)
+		rc.upgradeRT = p.transportLocked(k, usedTr).t
 	}
 	if rc.maint && m.MaintenanceBackend != "" {
 		if mt, err := parseTarget(m.MaintenanceBackend); err != nil {
 			p.log.Error("route has an unusable maintenance backend", "route", m.RouteID, "err", err)
 		} else {
 			rc.maintTgt = &mt
-			rc.maintRT = p.transportLocked(transportKey{scheme: mt.scheme, host: mt.host, timeout: o.Timeout}, usedTr)
+			rc.maintRT = p.transportLocked(transportKey{scheme: mt.scheme, host: mt.host, timeout: o.Timeout}, usedTr).forwarder()
 		}
 	}
 

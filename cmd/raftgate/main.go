@@ -18,6 +18,8 @@ Commands:
   dev      run a local cluster of nodes on loopback with temporary data
   status   print the cluster's members, leader, term and applied indexes
   leave    make a running node leave the cluster gracefully
+  chaos    run a local cluster under faults and check the history (linearizability, no loss)
+  bench    measure the proxy, the control plane, failover, propagation and scale
   version  print the version
 
 Run 'raftgate <command> --help' for the flags of a command.
@@ -45,6 +47,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runStatus(rest, stdout, stderr)
 	case "leave":
 		return runLeave(rest, stdout, stderr)
+	case "chaos":
+		return runChaos(rest, stdout, stderr)
+	case "bench":
+		return runBench(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "raftgate", version)
 		return 0
