@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// procNode is a `raftgate serve` child process on loopback.
+type procNode struct {
+	t                                               *testing.T
+	id, dataDir                                     string
+	control, http, raft, gossip, rpc, admin, logOut string
+	cmd                                             *exec.Cmd
+	done                                            chan struct{}
+}
+
+// freePort asks the kernel for a free loopback port.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func newProcNode(t *testing.T, id string) *procNode {
+	return &procNode{
+		t: t, id: id, dataDir: filepath.Join(t.TempDir(), id),
+		control: freePort(t), http: freePort(t), raft: freePort(t), gossip: freePort(t),
+		rpc: freePort(t), admin: freePort(t), logOut: filepath.Join(t.TempDir(), id+".log"),
+	}
+}
+
+// start runs the node with the given extra flags.
+func (n *procNode) start(extra ...string) {
+	n.t.Helper()
+	args := append([]string{"serve", "--node-id", n.id, "--data-dir", n.dataDir,
+		"--control-addr", n.control, "--http-addr", n.http, "--raft-addr", n.raft,
+		"--gossip-addr", n.gossip, "--rpc-addr", n.rpc, "--admin-addr", n.admin,
+		"--log-level", "debug"}, extra...)
+	logf, err := os.OpenFile(n.logOut, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.cmd = exec.Command(raftgateBin, args...)
+	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatalf("start %s: %v", n.id, err)
+	}
+	n.done = make(chan struct{})
+	go func() {
+		_ = n.cmd.Wait()
+		logf.Close()
+		close(n.done)
+	}()
+	n.t.Cleanup(func() { n.kill() })
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (n *procNode) kill() {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	<-n.done
+}
+
+// stop sends SIGTERM and waits up to 30 s.
+func (n *procNode) stop() {
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(30 * time.Second):
+		n.t.Errorf("%s did not stop within 30s of SIGTERM", n.id)
+		n.kill()
+	}
+}
+
+// log returns the node's output, for failure messages.
+func (n *procNode) log() string {
+	b, _ := os.ReadFile(n.logOut)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// send opens a fresh control connection, sends one line and returns the
+// answer, or "" when the node does not answer.
+func (n *procNode) send(line string) string {
+	c, err := net.DialTimeout("tcp", n.control, time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, line+"\n"); err != nil {
+		return ""
+	}
+	s, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(s)
+}
+
+func poll(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func proxiedStatus(addr, host, path string) int {
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+	req.Host = host
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	c.CloseIdleConnections()
+	return resp.StatusCode
+}
+
+// TestSIGKILLAndRestartKeepsRoutesAndSessions kills a single node with
+// SIGKILL and starts it again on the same data directory: it serves the
+// same routes, and RECONNECT of the session within its grace answers OK.
+func TestSIGKILLAndRestartKeepsRoutesAndSessions(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "backend")
+	}))
+	defer backend.Close()
+	n := newProcNode(t, "solo")
+	n.start("--bootstrap-expect", "1", "--session-grace", "2m")
+	poll(t, 20*time.Second, "node to answer", func() bool { return n.send("PING") == "PONG" })
+
+	reg := n.send("REGISTER|web|i1|0")
+	s, ok := strings.CutPrefix(reg, "ACK|")
+	if !ok {
+		t.Fatalf("REGISTER: %q\n%s", reg, n.log())
+	}
+	if r := n.send(fmt.Sprintf("ROUTE_ADD|%s|example.com|/|%s|0", s, backend.URL)); !strings.HasPrefix(r, "ROUTE_OK|") {
+		t.Fatalf("ROUTE_ADD: %q", r)
+	}
+	if r := n.send("CONFIG_APPLY|" + s); r != "OK" {
+		t.Fatalf("CONFIG_APPLY: %q", r)
+	}
+	if got := proxiedStatus(n.http, "example.com", "/"); got != 200 {
+		t.Fatalf("before the kill the route answers %d", got)
+	}
+
+	n.kill()
+	if got := proxiedStatus(n.http, "example.com", "/"); got != 0 {
+		t.Fatalf("killed node still answers (%d)", got)
+	}
+	n.start("--bootstrap-expect", "1", "--session-grace", "2m")
+	poll(t, 30*time.Second, "restarted node to serve the route", func() bool {
+		return proxiedStatus(n.http, "example.com", "/") == 200
+	})
+	if r := n.send("RECONNECT|" + s); r != "OK" {
+		t.Fatalf("RECONNECT after restart: %q\n%s", r, n.log())
+	}
+	if r := n.send("ROUTE_LIST|" + s); !strings.Contains(r, `"status":"active"`) {
+		t.Fatalf("ROUTE_LIST after restart: %q", r)
+	}
+	n.stop()
+}
+
+// TestCorruptDataDirStopsWithClearMessage starts a node on a data directory
+// whose bolt file is garbage: it must exit non-zero and say why.
+func TestCorruptDataDirStopsWithClearMessage(t *testing.T) {
+	n := newProcNode(t, "broken")
+	n.start("--bootstrap-expect", "1")
+	poll(t, 20*time.Second, "node to answer", func() bool { return n.send("PING") == "PONG" })
+	n.kill()
+	var corrupted int
+	_ = filepath.Walk(n.dataDir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() && strings.HasSuffix(p, ".db") {
+			corrupted++
+			return os.WriteFile(p, []byte(strings.Repeat("not a bolt file ", 512)), 0o600)
+		}
+		return nil
+	})
+	if corrupted == 0 {
+		t.Fatalf("no .db file found under %s", n.dataDir)
+	}
+	n.start("--bootstrap-expect", "1")
+	select {
+	case <-n.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("node with a corrupt data dir kept running")
+	}
+	if code := n.cmd.ProcessState.ExitCode(); code == 0 {
+		t.Fatal("node with a corrupt data dir exited 0")
+	}
+	if out := n.log(); !strings.Contains(out, n.dataDir) {
+		t.Fatalf("exit message does not name the data dir:\n%s", out)
+	}
+}
