@@ -255,16 +255,18 @@ func printDevBanner(w io.Writer, nodes []*devNode, leader string) {
 	cport := strings.TrimPrefix(nodes[0].control, "127.0.0.1:")
 	lport := strings.TrimPrefix(last.control, "127.0.0.1:")
 	fmt.Fprintf(w, `
-Try it (any node takes any command; a session works from every node):
+Try it in bash (any node takes any command; a session works from every node):
 
-  python3 -m http.server 9000 --bind 127.0.0.1 &      # a backend
-  S=$(printf 'REGISTER|web|dev|0\n' | nc -q1 127.0.0.1 %[1]s | cut -d'|' -f2)
-  printf 'ROUTE_ADD|%%s|example.com|/|http://127.0.0.1:9000|0\n' "$S" | nc -q1 127.0.0.1 %[2]s
-  printf 'CONFIG_APPLY|%%s\n' "$S" | nc -q1 127.0.0.1 %[1]s
-  curl -H 'Host: example.com' http://%[3]s/
-  printf 'CLUSTER_STATUS\n' | nc -q1 127.0.0.1 %[2]s
+  rg() { exec 3<>/dev/tcp/127.0.0.1/$1; printf '%%s\n' "$2" >&3; IFS= read -r l <&3; exec 3<&-; echo "$l"; }
+  python3 -m http.server 9000 --bind 127.0.0.1 >/dev/null 2>&1 &     # a backend
+  S=$(rg %[1]s 'REGISTER|web|dev|0' | cut -d'|' -f2)
+  rg %[2]s "ROUTE_ADD|$S|example.com|/|http://127.0.0.1:9000|0"
+  rg %[1]s "CONFIG_APPLY|$S"
+  curl -H 'Host: example.com' http://%[3]s/     # the node that answered OK serves it already
+  curl -H 'Host: example.com' http://%[4]s/     # every other node within milliseconds
+  rg %[2]s CLUSTER_STATUS
 
-The session stays alive for the grace period after its connection closes.
+The session outlives its connection for the grace period (--session-grace).
 Ctrl-C stops the cluster.
-`, cport, lport, last.http)
+`, cport, lport, nodes[0].http, last.http)
 }
