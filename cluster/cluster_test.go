@@ -249,7 +249,7 @@ func TestPartitionedLeaderMinority(t *testing.T) {
 	}
 
 	// The majority elects a new leader and goes on.
-	leader := waitForLeader(t, rest...)
+	waitForLeader(t, rest...)
 	register(t, rest[0], "majority", "")
 
 	heal(nodes...)
@@ -262,5 +262,4 @@ func TestPartitionedLeaderMinority(t *testing.T) {
 			t.Fatalf("%s misses acknowledged writes", n.NodeID())
 		}
 	}
-	_ = leader
 }

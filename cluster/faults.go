@@ -240,10 +240,11 @@ type peerListener struct {
 
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // connections whose hello is not read yet
+	live    map[net.Conn]struct{} // accepted connections, closed with the listener
 }
 
 func newPeerListener(l net.Listener, f *FaultInjector, advert net.Addr) *peerListener {
-	p := &peerListener{Listener: l, faults: f, advert: advert, conns: make(chan net.Conn), done: make(chan struct{}), pending: map[net.Conn]struct{}{}}
+	p := &peerListener{Listener: l, faults: f, advert: advert, conns: make(chan net.Conn), done: make(chan struct{}), pending: map[net.Conn]struct{}{}, live: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.loop()
 	return p
@@ -300,12 +301,35 @@ func (p *peerListener) handshake(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	wrapped := p.faults.wrap(conn, id)
-	select {
-	case p.conns <- wrapped:
-	case <-p.done:
-		wrapped.Close()
+	tc := &trackedConn{Conn: p.faults.wrap(conn, id)}
+	tc.onClose = func() {
+		p.mu.Lock()
+		delete(p.live, tc)
+		p.mu.Unlock()
 	}
+	p.mu.Lock()
+	p.live[tc] = struct{}{}
+	p.mu.Unlock()
+	select {
+	case p.conns <- tc:
+	case <-p.done:
+		tc.Close()
+	}
+}
+
+// trackedConn tells its listener when it closes. The listener closes the
+// connections still open when it closes itself: raft's transport leaves
+// accepted connections to the peer, and a stopped node must not keep
+// goroutines blocked on them.
+type trackedConn struct {
+	net.Conn
+	onClose func()
+	once    sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(c.onClose)
+	return c.Conn.Close()
 }
 
 // Accept returns the next connection whose hello was read.
@@ -324,10 +348,17 @@ func (p *peerListener) Close() error {
 	p.once.Do(func() {
 		p.mu.Lock()
 		close(p.done)
+		var open []net.Conn
 		for c := range p.pending {
-			c.Close()
+			open = append(open, c)
+		}
+		for c := range p.live {
+			open = append(open, c)
 		}
 		p.mu.Unlock()
+		for _, c := range open {
+			c.Close()
+		}
 		err = p.Listener.Close()
 		p.wg.Wait()
 	})

@@ -120,8 +120,26 @@ func (t *gossipTransport) Shutdown() error {
 	var err error
 	t.once.Do(func() {
 		close(t.done)
-		err = t.inner.Shutdown()
 		t.wg.Wait()
+		// The inner transport's listeners block on unbuffered channels
+		// until someone reads; drain them while it shuts down.
+		stop := make(chan struct{})
+		drained := make(chan struct{})
+		go func() {
+			defer close(drained)
+			for {
+				select {
+				case <-t.inner.PacketCh():
+				case c := <-t.inner.StreamCh():
+					c.Close()
+				case <-stop:
+					return
+				}
+			}
+		}()
+		err = t.inner.Shutdown()
+		close(stop)
+		<-drained
 	})
 	return err
 }

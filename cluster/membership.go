@@ -22,6 +22,10 @@ type nodeMeta struct {
 	// DataID is made once per data directory, so the leader can tell a
 	// node restarted with an empty directory from the same node restarted.
 	DataID string `json:"data"`
+	// Leaving is set by a node leaving gracefully, just before it leaves
+	// the gossip ring: memberlist's leave callback does not say whether a
+	// node left or died, so the metadata says it.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Member is one node as memberlist sees it.
@@ -65,7 +69,9 @@ func stateName(s memberlist.NodeStateType) string {
 type delegate struct{ n *Node }
 
 func (d delegate) NodeMeta(limit int) []byte {
-	b, err := json.Marshal(d.n.meta)
+	meta := d.n.meta
+	meta.Leaving = d.n.leaving.Load()
+	b, err := json.Marshal(meta)
 	if err != nil || len(b) > limit {
 		// Start checks the size, so this cannot happen with a valid config.
 		return nil
@@ -92,6 +98,9 @@ func (n *Node) memberEvent(m *memberlist.Node, st memberlist.NodeStateType) {
 	if err := json.Unmarshal(m.Meta, &meta); err != nil || meta.ID == "" {
 		n.log.Warn("gossip member without raftgate metadata", "member", m.Name, "addr", m.Address())
 		return
+	}
+	if st != memberlist.StateAlive && meta.Leaving {
+		st = memberlist.StateLeft
 	}
 	gossip := m.Address()
 	n.faults.learn(meta.ID, gossip, meta.Raft, meta.RPC)
@@ -307,7 +316,7 @@ func (n *Node) reconcile() {
 	timeout := n.cfg.HoldTimeout
 
 	for id, m := range members {
-		if id == n.cfg.NodeID || m.state != memberlist.StateAlive {
+		if id == n.cfg.NodeID || m.state != memberlist.StateAlive || m.meta.Leaving {
 			continue
 		}
 		s, ok := servers[id]
@@ -341,7 +350,7 @@ func (n *Node) reconcile() {
 		m, ok := members[id]
 		var reason string
 		switch {
-		case ok && m.state == memberlist.StateLeft:
+		case ok && (m.state == memberlist.StateLeft || m.meta.Leaving):
 			reason = "left"
 		case ok && m.state == memberlist.StateDead && now.Sub(m.since) > n.cfg.DeadNodeReap:
 			reason = "dead longer than reap time"

@@ -73,6 +73,7 @@ type Node struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 	left         atomic.Bool
+	leaving      atomic.Bool // gossiped in the metadata during Leave
 }
 
 // Event types of ClusterEvent.
@@ -445,9 +446,17 @@ func (n *Node) Leave(ctx context.Context) error {
 			n.log.Warn("leave: leadership transfer failed; removing self as leader", "err", err)
 		}
 	}
-	if err := n.ml.Leave(n.cfg.HoldTimeout); err != nil {
-		n.log.Warn("leave: gossip leave broadcast", "err", err)
+	// Tell the others first that this is a graceful leave, so the leader
+	// removes this node and does not add it back meanwhile.
+	n.leaving.Store(true)
+	if err := n.ml.UpdateNode(n.cfg.HoldTimeout); err != nil {
+		n.log.Warn("leave: announce leaving over gossip", "err", err)
 	}
+	defer func() {
+		if err := n.ml.Leave(n.cfg.HoldTimeout); err != nil {
+			n.log.Warn("leave: gossip leave broadcast", "err", err)
+		}
+	}()
 	if others == 0 {
 		n.log.Info("left cluster (last voter)")
 		return nil
@@ -455,7 +464,7 @@ func (n *Node) Leave(ctx context.Context) error {
 	wait := 20 * time.Millisecond
 	for {
 		var err error
-		switch leader := n.LeaderID(); leader {
+		switch leader := n.findLeader(ctx); leader {
 		case "":
 			err = errors.New("no leader")
 		case n.cfg.NodeID:
@@ -474,6 +483,27 @@ func (n *Node) Leave(ctx context.Context) error {
 		}
 		wait = min(wait*2, 500*time.Millisecond)
 	}
+}
+
+// findLeader returns the leader's ID, asking the other members when this
+// node has lost track of it (a leaving node the leader already removed
+// hears no more heartbeats).
+func (n *Node) findLeader(ctx context.Context) string {
+	if id := n.LeaderID(); id != "" {
+		return id
+	}
+	for _, m := range n.Members() {
+		if m.ID == n.cfg.NodeID || !m.Alive {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, statusDeadline)
+		info, err := n.remoteInfo(cctx, m.ID)
+		cancel()
+		if err == nil && info.Leader != "" {
+			return info.Leader
+		}
+	}
+	return ""
 }
 
 // Shutdown stops the node: a leader transfers leadership first, the node
@@ -508,6 +538,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 	if err := n.ml.Shutdown(); err != nil {
 		errs = append(errs, fmt.Errorf("stop memberlist: %w", err))
 	}
+	n.trans.CloseStreams()
 	if err := n.trans.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close raft transport: %w", err))
 	}

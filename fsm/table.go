@@ -78,6 +78,14 @@ type Options struct {
 	MaxBodyBytes        int64 // 0: no limit
 	TLSSkipVerify       bool
 	HealthCheckInterval time.Duration // 0: not set
+	// HealthUnhealthyThreshold and HealthHealthyThreshold are the
+	// consecutive failed and passed probes that flip a backend; 0 means
+	// the proxy's defaults (3 and 2).
+	HealthUnhealthyThreshold int
+	HealthHealthyThreshold   int
+	// PassiveHealth makes connection errors, timeouts and 5xx answers of
+	// live traffic count as health-check failures too.
+	PassiveHealth bool
 }
 
 // Option keys and defaults.
@@ -93,6 +101,13 @@ const (
 	OptMaxBodyBytes        = "max_body_bytes"
 	OptTLSSkipVerify       = "tls_skip_verify"
 	OptHealthCheckInterval = "health_check_interval"
+
+	// Extensions beyond PROTOCOL.md's option list (documented in
+	// docs/PROTOCOL.md): health-check thresholds and passive health.
+	OptHealthUnhealthyThreshold = "health_unhealthy_threshold"
+	OptHealthHealthyThreshold   = "health_healthy_threshold"
+	OptPassiveHealth            = "passive_health"
+	MaxHealthThreshold          = 10
 
 	DefaultTimeout  = 30 * time.Second
 	DefaultLBPolicy = "round_robin"
@@ -263,6 +278,12 @@ func applyOption(o *Options, key, v string) {
 		if d, err := time.ParseDuration(v); err == nil {
 			o.HealthCheckInterval = d
 		}
+	case OptHealthUnhealthyThreshold:
+		o.HealthUnhealthyThreshold, _ = strconv.Atoi(v)
+	case OptHealthHealthyThreshold:
+		o.HealthHealthyThreshold, _ = strconv.Atoi(v)
+	case OptPassiveHealth:
+		o.PassiveHealth = v == "true"
 	}
 }
 

@@ -490,7 +490,7 @@ func NormalizeOption(key, value string) (string, error) {
 
 func normalizeOption(key, value string) (string, string) {
 	switch key {
-	case OptWebSocket, OptCompression, OptHTTP2, OptPreserveHost, OptStripPrefix, OptTLSSkipVerify:
+	case OptWebSocket, OptCompression, OptHTTP2, OptPreserveHost, OptStripPrefix, OptTLSSkipVerify, OptPassiveHealth:
 		b, ok := parseBool(value)
 		if !ok {
 			return "", "want true, false, 1, 0, on or off"
@@ -512,6 +512,12 @@ func normalizeOption(key, value string) (string, string) {
 		n, ok := parseDecimal(strings.TrimSpace(value), 0, MaxRetries)
 		if !ok {
 			return "", fmt.Sprintf("want an integer from 0 to %d", MaxRetries)
+		}
+		return strconv.Itoa(n), ""
+	case OptHealthUnhealthyThreshold, OptHealthHealthyThreshold:
+		n, ok := parseDecimal(strings.TrimSpace(value), 1, MaxHealthThreshold)
+		if !ok {
+			return "", fmt.Sprintf("want an integer from 1 to %d", MaxHealthThreshold)
 		}
 		return strconv.Itoa(n), ""
 	case OptMaxBodyBytes:
@@ -536,7 +542,8 @@ func normalizeOption(key, value string) (string, string) {
 func KnownOption(key string) bool {
 	switch key {
 	case OptTimeout, OptWebSocket, OptCompression, OptHTTP2, OptRetries, OptLBPolicy,
-		OptPreserveHost, OptStripPrefix, OptMaxBodyBytes, OptTLSSkipVerify, OptHealthCheckInterval:
+		OptPreserveHost, OptStripPrefix, OptMaxBodyBytes, OptTLSSkipVerify, OptHealthCheckInterval,
+		OptHealthUnhealthyThreshold, OptHealthHealthyThreshold, OptPassiveHealth:
 		return true
 	}
 	return false

@@ -1,13 +1,11 @@
 package protocol
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -17,39 +15,46 @@ import (
 // for this long is disconnected rather than allowed to hold the node.
 const writeTimeout = 10 * time.Second
 
-// conn is one control connection. One goroutine reads and dispatches
-// commands in order; one writes. Responses are never dropped; events go
-// through a bounded queue and overflow is reported, not waited for.
+// conn is one control connection.
+//
+// Idle connections must be cheap (a node may hold tens of thousands), so a
+// connection owns one goroutine, which reads a command, runs it and writes
+// the response itself. Asynchronous lines (events, MAINT_OK, SHUTDOWN) go
+// through a bounded queue that exists only while it holds lines; a flusher
+// goroutine lives only while there is something to write. No sender ever
+// waits for the client: a full queue counts drops, reported later as one
+// EVENT|overflow line.
+//
+// Ordering: every line is written whole under wmu, so an asynchronous line
+// never lands inside a response. While a command runs (busy), queued lines
+// wait until its response is written, so MAINT_OK never overtakes its ACK.
 type conn struct {
 	srv *Server
 	nc  net.Conn
 	id  string
 
-	resp   chan string   // responses, in command order
-	events chan string   // asynchronous lines (events, MAINT_OK, SHUTDOWN)
-	done   chan struct{} // closed when the connection ends
+	wmu sync.Mutex // held for the write of one whole line
 
 	mu       sync.Mutex
-	attached map[string]struct{} // sessions attached through this connection
-	dropped  int                 // events dropped since the last overflow line
-	closeReq bool
-	closed   bool
+	attached map[string]struct{} // sessions attached through this connection; nil when none
+	queue    []string            // asynchronous lines waiting; nil when empty
+	dropped  int                 // lines dropped since the last overflow report
+	busy     bool                // a command is running; its response is not written yet
+	flushing bool                // a flusher goroutine is running
+	closeReq bool                // close once the queue is written (server shutdown)
+	closed   bool                // serve has ended: nothing more is queued or flushed
+	flushers sync.WaitGroup
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
-	return &conn{
-		srv:      s,
-		nc:       nc,
-		id:       s.newConnID(),
-		resp:     make(chan string, 16),
-		events:   make(chan string, s.cfg.EventQueue),
-		done:     make(chan struct{}),
-		attached: make(map[string]struct{}),
-	}
+	return &conn{srv: s, nc: nc, id: s.newConnID()}
 }
 
 func (c *conn) remember(id string) {
 	c.mu.Lock()
+	if c.attached == nil {
+		c.attached = make(map[string]struct{}, 1)
+	}
 	c.attached[id] = struct{}{}
 	c.mu.Unlock()
 }
@@ -57,6 +62,9 @@ func (c *conn) remember(id string) {
 func (c *conn) forget(id string) {
 	c.mu.Lock()
 	delete(c.attached, id)
+	if len(c.attached) == 0 {
+		c.attached = nil
+	}
 	c.mu.Unlock()
 }
 
@@ -91,55 +99,109 @@ func (c *conn) remoteIP() string {
 // sendAsync queues an asynchronous line without blocking; a full queue
 // counts a drop, reported later as EVENT|overflow.
 func (c *conn) sendAsync(line string) {
-	select {
-	case <-c.done:
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
 		return
-	default:
 	}
-	select {
-	case c.events <- line:
-	default:
-		c.mu.Lock()
+	if len(c.queue) >= c.srv.cfg.EventQueue {
 		c.dropped++
-		c.mu.Unlock()
+		return
 	}
+	c.queue = append(c.queue, line)
+	c.kickLocked()
 }
 
-// closeAfterFlush asks the writer to close the connection once the queued
+// closeAfterFlush asks for the connection to be closed once the queued
 // lines are written.
 func (c *conn) closeAfterFlush() {
 	c.mu.Lock()
-	c.closeReq = true
-	c.mu.Unlock()
-	select {
-	case c.events <- "":
-	default:
-		c.nc.Close()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
 	}
+	c.closeReq = true
+	c.kickLocked()
+}
+
+// kickLocked starts a flusher when there is something to do and no
+// command's response is pending. Called with c.mu held.
+func (c *conn) kickLocked() {
+	if c.busy || c.flushing || c.closed {
+		return
+	}
+	if len(c.queue) == 0 && c.dropped == 0 && !c.closeReq {
+		return
+	}
+	c.flushing = true
+	c.flushers.Add(1)
+	go c.flush()
+}
+
+// flush writes queued asynchronous lines until the queue is empty or a
+// command starts, then ends.
+func (c *conn) flush() {
+	defer c.flushers.Done()
+	for {
+		c.mu.Lock()
+		if c.busy || c.closed || len(c.queue) == 0 && c.dropped == 0 {
+			closeNow := c.closeReq && !c.busy && len(c.queue) == 0
+			c.flushing = false
+			c.mu.Unlock()
+			if closeNow {
+				c.nc.Close()
+			}
+			return
+		}
+		lines, dropped := c.queue, c.dropped
+		// Drop the backing array so an idle connection holds none.
+		c.queue, c.dropped = nil, 0
+		c.mu.Unlock()
+		if dropped > 0 {
+			b, _ := json.Marshal(map[string]int{"dropped": dropped})
+			lines = append(lines, "EVENT|overflow|"+string(b))
+		}
+		for _, l := range lines {
+			if err := c.writeLine(l); err != nil {
+				c.abort(err)
+				c.mu.Lock()
+				c.flushing = false
+				c.mu.Unlock()
+				return
+			}
+		}
+	}
+}
+
+// writeLine writes one whole line with the write deadline.
+func (c *conn) writeLine(line string) error {
+	b := make([]byte, 0, len(line)+1)
+	b = append(append(b, line...), '\n')
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := c.nc.Write(b)
+	return err
+}
+
+// abort ends a connection whose writes fail (a client that stopped
+// reading, or a closed socket).
+func (c *conn) abort(err error) {
+	if !errors.Is(err, net.ErrClosed) {
+		c.srv.log.Debug("control connection write", "conn", c.id, "err", err)
+	}
+	c.nc.Close()
 }
 
 func (c *conn) serve() {
 	defer c.srv.dropConn(c)
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop()
-	}()
 	c.readLoop()
 	c.mu.Lock()
-	closing := c.closeReq
+	c.closed = true
+	c.queue = nil
 	c.mu.Unlock()
-	if closing {
-		// Let the writer flush the last answer (SHUTDOWN_OK) before the
-		// socket goes.
-		select {
-		case <-writerDone:
-		case <-time.After(writeTimeout):
-		}
-	}
-	close(c.done)
 	c.nc.Close()
-	<-writerDone
+	c.flushers.Wait()
 }
 
 func (c *conn) readLoop() {
@@ -159,98 +221,39 @@ func (c *conn) readLoop() {
 			continue
 		}
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if isTimeout(err) {
 				c.srv.log.Debug("control connection timed out", "conn", c.id)
 			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				c.srv.log.Debug("control connection read", "conn", c.id, "err", err)
 			}
 			return
 		}
+		c.mu.Lock()
+		c.busy = true
+		c.mu.Unlock()
 		resp, closeAfter := c.srv.handleLine(c, line)
-		if !c.respond(resp) {
-			return
-		}
-		if closeAfter {
-			c.closeAfterFlush()
+		if !c.respond(resp) || closeAfter {
 			return
 		}
 	}
 }
 
-// respond queues a response line; false when the connection is gone.
+// respond writes a command's response, then lets the asynchronous lines
+// queued meanwhile follow it; false when the connection is gone.
 func (c *conn) respond(line string) bool {
-	select {
-	case c.resp <- line:
-		return true
-	case <-c.done:
+	err := c.writeLine(line)
+	c.mu.Lock()
+	c.busy = false
+	if err == nil {
+		c.kickLocked()
+	}
+	c.mu.Unlock()
+	if err != nil {
+		c.abort(err)
 		return false
 	}
+	return true
 }
-
-func (c *conn) writeLoop() {
-	w := bufio.NewWriterSize(c.nc, 4096)
-	write := func(line string) bool {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if _, err := w.WriteString(line); err != nil {
-			return false
-		}
-		return w.WriteByte('\n') == nil
-	}
-	flush := func() bool {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		return w.Flush() == nil
-	}
-	defer c.nc.Close()
-	for {
-		var line string
-		select {
-		case line = <-c.resp:
-		case line = <-c.events:
-		case <-c.done:
-			// Drain the responses already produced, then stop.
-			for {
-				select {
-				case line := <-c.resp:
-					if !write(line) {
-						return
-					}
-				default:
-					flush()
-					return
-				}
-			}
-		}
-		if line != "" && !write(line) {
-			c.abort()
-			return
-		}
-		c.mu.Lock()
-		dropped := c.dropped
-		c.dropped = 0
-		closeReq := c.closeReq
-		c.mu.Unlock()
-		if dropped > 0 {
-			b, _ := json.Marshal(map[string]int{"dropped": dropped})
-			if !write("EVENT|overflow|" + string(b)) {
-				c.abort()
-				return
-			}
-		}
-		if len(c.resp) == 0 && len(c.events) == 0 || closeReq {
-			if !flush() {
-				c.abort()
-				return
-			}
-		}
-		if closeReq && len(c.resp) == 0 && len(c.events) == 0 {
-			c.nc.Close()
-			return
-		}
-	}
-}
-
-// abort ends a connection whose writes fail.
-func (c *conn) abort() { c.nc.Close() }
 
 // commandContext bounds one command.
 func (c *conn) commandContext() (context.Context, context.CancelFunc) {

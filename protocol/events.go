@@ -178,7 +178,7 @@ func (s *Server) observe(n fsm.Notification) {
 			}
 		}
 	case fsm.CmdConfigApply:
-		s.Emit(cmd.Session, "config_applied", map[string]any{"session_id": cmd.Session, "index": n.Index})
+		s.emitLogged(cmd.Session, "config_applied", map[string]any{"session_id": cmd.Session, "index": n.Index})
 	case fsm.CmdMaintEnter, fsm.CmdMaintExit:
 		if s.attachedConn(cmd.Session) == nil {
 			return
@@ -214,8 +214,22 @@ func (s *Server) emitToService(service, t string, v any) {
 		}
 	})
 	for _, id := range ids {
-		s.Emit(id, t, v)
+		s.emitLogged(id, t, v)
 	}
+}
+
+// emitLogged delivers an event that comes from the applied log. Every node
+// applies the same entry, so only the node holding the session's attached
+// connection delivers it: each subscriber gets exactly one copy.
+func (s *Server) emitLogged(sessionID, t string, v any) {
+	if s.attachedConn(sessionID) == nil {
+		return
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	s.deliverLocal(sessionID, t, data)
 }
 
 func (s *Server) routeBackends(sessionID string, ids []string) []string {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -10,11 +11,12 @@ import (
 	"time"
 )
 
-// Consecutive probe results that flip a backend, as Caddy and most load
-// balancers count them.
+// Default consecutive probe results that flip a backend, as Caddy and most
+// load balancers count them; the route options health_unhealthy_threshold
+// and health_healthy_threshold override them.
 const (
-	unhealthyAfter = 3
-	healthyAfter   = 2
+	defaultUnhealthyAfter = 3
+	defaultHealthyAfter   = 2
 )
 
 // HealthEvent reports that a backend's health flipped on this node.
@@ -26,19 +28,28 @@ type HealthEvent struct {
 	Node    string `json:"node"`
 }
 
-// healthState is the active health of one route's backend on this node. A
+// healthState is the health of one route's backend on this node. A
 // backend with a check starts unhealthy and "unknown": its first passing
 // probe admits it without an event; from then on it takes unhealthyAfter
-// failures to leave and healthyAfter passes to return, each flip an event.
+// failed probes to leave and healthyAfter passed probes to return, each
+// flip an event. With passive health, unhealthyAfter consecutive failures
+// of live traffic also take it out; only probes bring it back, because an
+// unhealthy backend gets no traffic that could show it recovered.
 type healthState struct {
-	routeID  string
-	backend  string
-	url      string
-	interval time.Duration
-	timeout  time.Duration
-	client   *http.Client
+	routeID        string
+	backend        string
+	url            string
+	interval       time.Duration
+	timeout        time.Duration
+	unhealthyAfter int
+	healthyAfter   int
+	client         *http.Client
 
 	healthy atomic.Bool
+	// passiveFails counts consecutive failed live requests. It is kept
+	// apart from the probe counters so that live successes cannot hide a
+	// failing health path, nor passing probes hide failing traffic.
+	passiveFails atomic.Int32
 
 	mu     sync.Mutex
 	known  bool
@@ -50,9 +61,10 @@ type healthState struct {
 // healthKey identifies a health check configuration; a route whose key is
 // unchanged keeps its healthState across tables.
 type healthKey struct {
-	backend, url      string
-	interval, timeout time.Duration
-	rt                http.RoundTripper
+	backend, url                 string
+	interval, timeout            time.Duration
+	unhealthyAfter, healthyAfter int
+	rt                           http.RoundTripper
 }
 
 func newHealthState(routeID string, k healthKey, prev *healthState) *healthState {
@@ -62,6 +74,9 @@ func newHealthState(routeID string, k healthKey, prev *healthState) *healthState
 		url:      k.url,
 		interval: k.interval,
 		timeout:  k.timeout,
+
+		unhealthyAfter: cmp.Or(k.unhealthyAfter, defaultUnhealthyAfter),
+		healthyAfter:   cmp.Or(k.healthyAfter, defaultHealthyAfter),
 		client: &http.Client{
 			Transport: k.rt,
 			// A redirect is an answer: the backend is up.
@@ -106,7 +121,7 @@ func (h *healthState) observe(ok bool, reason string) (flipped bool) {
 	if ok {
 		h.fails = 0
 		h.passes++
-		if !h.healthy.Load() && (!h.known || h.passes >= healthyAfter) {
+		if !h.healthy.Load() && (!h.known || h.passes >= h.healthyAfter) {
 			flipped = h.known
 			h.known = true
 			h.healthy.Store(true)
@@ -117,12 +132,41 @@ func (h *healthState) observe(ok bool, reason string) (flipped bool) {
 	h.passes = 0
 	h.fails++
 	h.reason = reason
-	if h.fails >= unhealthyAfter && (h.healthy.Load() || !h.known) {
+	if h.fails >= h.unhealthyAfter && (h.healthy.Load() || !h.known) {
 		h.known = true
 		h.healthy.Store(false)
 		return true
 	}
 	return false
+}
+
+// observePassive records the outcome of one live request (passive_health)
+// and reports whether it took the backend out of rotation. reason is
+// called only on a failure, so a success costs two atomic loads.
+func (h *healthState) observePassive(ok bool, reason func() string) (flipped bool) {
+	if ok {
+		if h.passiveFails.Load() != 0 {
+			h.passiveFails.Store(0)
+		}
+		return false
+	}
+	if !h.healthy.Load() {
+		return false // already out; requests still in flight changed nothing
+	}
+	if int(h.passiveFails.Add(1)) < h.unhealthyAfter {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.healthy.Load() {
+		return false
+	}
+	h.passiveFails.Store(0)
+	h.known = true
+	h.passes = 0
+	h.reason = "passive: " + reason()
+	h.healthy.Store(false)
+	return true
 }
 
 // checkOnce probes h once and reports a flip.
@@ -131,9 +175,21 @@ func (p *Proxy) checkOnce(ctx context.Context, h *healthState) {
 	if ctx.Err() != nil {
 		return // shutting down: the failure is ours, not the backend's
 	}
-	if !h.observe(ok, reason) {
-		return
+	if h.observe(ok, reason) {
+		p.healthFlipped(h)
 	}
+}
+
+// passiveResult feeds one live request's outcome to rc's health when the
+// route has passive_health on.
+func (p *Proxy) passiveResult(rc *routeCfg, ok bool, reason func() string) {
+	if rc.health.observePassive(ok, reason) {
+		p.healthFlipped(rc.health)
+	}
+}
+
+// healthFlipped logs a health flip of h and reports it to OnHealthChange.
+func (p *Proxy) healthFlipped(h *healthState) {
 	h.mu.Lock()
 	ev := HealthEvent{RouteID: h.routeID, Backend: h.backend, Healthy: h.healthy.Load(), Reason: h.reason, Node: p.cfg.NodeID}
 	h.mu.Unlock()

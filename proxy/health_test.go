@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -52,9 +53,9 @@ func TestHealthChecksFlipBackend(t *testing.T) {
 	}
 
 	a.fail.Store(500)
-	for i := range unhealthyAfter {
+	for i := range defaultUnhealthyAfter {
 		f.p.RunHealthChecks(ctx)
-		if h, _ := f.p.BackendHealthy("r1"); h != (i < unhealthyAfter-1) {
+		if h, _ := f.p.BackendHealthy("r1"); h != (i < defaultUnhealthyAfter-1) {
 			t.Fatalf("after %d failures healthy=%v", i+1, h)
 		}
 	}
@@ -122,5 +123,121 @@ func TestProbeReasons(t *testing.T) {
 	ok, reason := h.probe(context.Background())
 	if ok || reason != "connection refused" {
 		t.Fatalf("probe = %v %q", ok, reason)
+	}
+}
+
+// TestFirstProbeRunsAtOnce: a new check with an interval of an hour still
+// admits its backend promptly, because the checker probes on Update rather
+// than after the first interval.
+func TestFirstProbeRunsAtOnce(t *testing.T) {
+	a := newBackend(t, "a")
+	hc := settings(func(s *fsm.RouteSettings) {
+		s.Health = &fsm.HealthCheck{Path: "/", Interval: int64(time.Hour), Timeout: int64(time.Second)}
+	})
+	f := newFront(t, Config{}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f.p.Start(ctx)
+	f.p.Update(newTable(1).add(route{id: "r1", domains: []string{"h.test"}, backend: a.URL, settings: hc}).build())
+	waitFor(t, "first probe to admit the backend", 5*time.Second, func() bool { h, _ := f.p.BackendHealthy("r1"); return h })
+	if r := f.get(t, "h.test", "/"); r.code != 200 {
+		t.Fatalf("after the first probe: %d", r.code)
+	}
+	// A changed check (new path) is a new checker: it probes at once too.
+	a.fail.Store(500)
+	hc2 := settings(func(s *fsm.RouteSettings) {
+		s.Health = &fsm.HealthCheck{Path: "/other", Interval: int64(time.Hour), Timeout: int64(time.Second)}
+		s.Options.HealthUnhealthyThreshold = 1
+	})
+	f.p.Update(newTable(2).add(route{id: "r1", domains: []string{"h.test"}, backend: a.URL, settings: hc2}).build())
+	waitFor(t, "new check's first probe to fail the backend", 5*time.Second, func() bool { h, _ := f.p.BackendHealthy("r1"); return !h })
+}
+
+func TestHealthThresholdOptions(t *testing.T) {
+	a := newBackend(t, "a")
+	hc := settings(func(s *fsm.RouteSettings) {
+		s.Health = &fsm.HealthCheck{Path: "/", Interval: int64(time.Hour), Timeout: int64(time.Second)}
+		s.Options.HealthUnhealthyThreshold = 1
+		s.Options.HealthHealthyThreshold = 3
+	})
+	f := newFront(t, Config{}, newTable(1).add(route{id: "r1", domains: []string{"h.test"}, backend: a.URL, settings: hc}).build())
+	ctx := context.Background()
+	f.p.RunHealthChecks(ctx)
+	if h, _ := f.p.BackendHealthy("r1"); !h {
+		t.Fatal("first pass should admit the backend")
+	}
+	a.fail.Store(500)
+	f.p.RunHealthChecks(ctx)
+	if h, _ := f.p.BackendHealthy("r1"); h {
+		t.Fatal("threshold 1: one failure should take it out")
+	}
+	a.fail.Store(0)
+	for i := range 3 {
+		f.p.RunHealthChecks(ctx)
+		if h, _ := f.p.BackendHealthy("r1"); h != (i == 2) {
+			t.Fatalf("after %d passes healthy=%v, want it back after exactly 3", i+1, h)
+		}
+	}
+}
+
+// TestPassiveHealth: with passive_health, consecutive 5xx from live
+// traffic take a backend out (its peer serves the rest), a probe pass
+// streak brings it back; without the option live failures change nothing.
+func TestPassiveHealth(t *testing.T) {
+	for _, passive := range []bool{true, false} {
+		t.Run(fmt.Sprint("passive=", passive), func(t *testing.T) {
+			a, b := newBackend(t, "a"), newBackend(t, "b")
+			var mu sync.Mutex
+			var events []HealthEvent
+			cfg := Config{NodeID: "n1", OnHealthChange: func(e HealthEvent) {
+				mu.Lock()
+				events = append(events, e)
+				mu.Unlock()
+			}}
+			hc := settings(func(s *fsm.RouteSettings) {
+				s.Health = &fsm.HealthCheck{Path: "/healthz", Interval: int64(time.Hour), Timeout: int64(time.Second)}
+				s.Options.PassiveHealth = passive
+				s.Options.HealthUnhealthyThreshold = 2
+			})
+			f := newFront(t, cfg, newTable(1).
+				add(route{id: "r1", session: "sa", domains: []string{"h.test"}, backend: a.URL, settings: hc}).
+				add(route{id: "r2", session: "sb", domains: []string{"h.test"}, backend: b.URL, settings: hc}).build())
+			f.p.RunHealthChecks(context.Background())
+
+			// a answers 500 to traffic only: its health path stays fine,
+			// so only passive checking can notice.
+			a.fail.Store(500)
+			a.failPath.Store("/")
+			fails := 0
+			for range 12 {
+				if r := f.get(t, "h.test", "/x"); r.code == 500 {
+					fails++
+				}
+			}
+			h, _ := f.p.BackendHealthy("r1")
+			mu.Lock()
+			n := len(events)
+			mu.Unlock()
+			if !passive {
+				if !h || fails != 6 || n != 0 {
+					t.Fatalf("without passive health: healthy=%v fails=%d events=%d", h, fails, n)
+				}
+				return
+			}
+			if h || fails != 2 || n != 1 {
+				t.Fatalf("passive: healthy=%v after %d live failures (want 2), events=%d", h, fails, n)
+			}
+			mu.Lock()
+			if ev := events[0]; ev.Healthy || ev.Reason != "passive: status 500" || ev.RouteID != "r1" {
+				t.Errorf("event %+v", ev)
+			}
+			mu.Unlock()
+			a.fail.Store(0)
+			f.p.RunHealthChecks(context.Background())
+			f.p.RunHealthChecks(context.Background())
+			if h, _ := f.p.BackendHealthy("r1"); !h {
+				t.Fatal("two passing probes should bring it back")
+			}
+		})
 	}
 }

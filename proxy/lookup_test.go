@@ -22,17 +22,17 @@ func TestLookupMatching(t *testing.T) {
 	cases := []struct {
 		host, path, want string
 	}{
-		{"example.com", "/api/x", "r3"},   // priority beats the longer path
-		{"example.com:8080", "/", "r3"},   // port stripped
-		{"EXAMPLE.com", "/", "r3"},        // case-insensitive
-		{"example.com.", "/", "r3"},       // trailing dot
-		{"a.example.com", "/", "r4"},      // wildcard
-		{"a.example.com", "/v2/x", "r5"},  // wildcard, longest prefix
-		{"A.Example.COM:1", "/v2", "r5"},  // wildcard with upper case and port
+		{"example.com", "/api/x", "r3"},    // priority beats the longer path
+		{"example.com:8080", "/", "r3"},    // port stripped
+		{"EXAMPLE.com", "/", "r3"},         // case-insensitive
+		{"example.com.", "/", "r3"},        // trailing dot
+		{"a.example.com", "/", "r4"},       // wildcard
+		{"a.example.com", "/v2/x", "r5"},   // wildcard, longest prefix
+		{"A.Example.COM:1", "/v2", "r5"},   // wildcard with upper case and port
 		{"api.example.com", "/only", "r6"}, // exact before wildcard
-		{"api.example.com", "/v2", "r5"},  // exact host has no pool for the path: wildcard
-		{"a.b.example.com", "/", ""},      // a wildcard matches one label only
-		{"plain.test", "/apix", "r7"},     // plain string prefix
+		{"api.example.com", "/v2", "r5"},   // exact host has no pool for the path: wildcard
+		{"a.b.example.com", "/", ""},       // a wildcard matches one label only
+		{"plain.test", "/apix", "r7"},      // plain string prefix
 		{"plain.test", "/ap", ""},
 		{"unknown.test", "/", ""},
 		{"", "/", ""},

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -113,7 +114,11 @@ func TestRateLimitIPCapAndExpiry(t *testing.T) {
 // BenchmarkLimiterManyIPs reports the memory the limiter holds per
 // tracked client IP (1 million distinct IPs, cap raised to hold them).
 func BenchmarkLimiterManyIPs(b *testing.B) {
+	var perIP float64
 	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
 		budget := &ipBudget{max: 2_000_000}
 		l := newLimiter(10, time.Second, budget)
 		now := time.Now().UnixNano()
@@ -122,5 +127,10 @@ func BenchmarkLimiterManyIPs(b *testing.B) {
 			a[0], a[1], a[2], a[3] = 10, byte(i>>16), byte(i>>8), byte(i)
 			l.allow(netip.AddrFrom4(a), now, 1)
 		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perIP = float64(after.HeapAlloc-before.HeapAlloc) / 1e6
+		runtime.KeepAlive(l)
 	}
+	b.ReportMetric(perIP, "heap-B/ip")
 }

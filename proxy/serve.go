@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -88,9 +89,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			next, nidx, _ = pl.pick(ip, now, 0) // a pool of one retries its only backend
 		}
 		if next == nil || next.maint {
-			if next != nil && next.brk != nil {
-				next.brk.release()
-			}
+			// A maintenance member was returned without breaker admission,
+			// so there is nothing to release.
 			writeFailure(w, res.status)
 			p.account(rc, res.status, 0, 0, start)
 			return
@@ -169,6 +169,9 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, rc *routeCfg, fc
 		if breakerOn && status != http.StatusRequestEntityTooLarge {
 			rc.brk.record(false, p.now())
 		}
+		if rc.passive && !rc.maint && status != http.StatusRequestEntityTooLarge {
+			p.passiveResult(rc, false, func() string { return shortError(err) })
+		}
 		if mayRetry && status != http.StatusRequestEntityTooLarge {
 			return result{status: status, retry: true}
 		}
@@ -178,6 +181,10 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, rc *routeCfg, fc
 	}
 	if breakerOn {
 		rc.brk.record(resp.StatusCode < 500, p.now())
+	}
+	if rc.passive && !rc.maint {
+		code := resp.StatusCode
+		p.passiveResult(rc, code < 500, func() string { return "status " + strconv.Itoa(code) })
 	}
 	if resp.StatusCode >= 500 && mayRetry {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

@@ -60,6 +60,7 @@ type routeCfg struct {
 	maintTgt *target // nil: built-in page
 	maintRT  http.RoundTripper
 	health   *healthState
+	passive  bool // live failures count for health (passive_health)
 	brk      *breaker
 	lim      *limiter
 }

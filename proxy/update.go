@@ -176,6 +176,9 @@ func (p *Proxy) compileRouteLocked(m *fsm.Member, rs *routeState, usedTr map[tra
 			interval: time.Duration(hc.Interval),
 			timeout:  time.Duration(hc.Timeout),
 			rt:       rc.upgradeRT,
+
+			unhealthyAfter: o.HealthUnhealthyThreshold,
+			healthyAfter:   o.HealthHealthyThreshold,
 		}
 		if o.HealthCheckInterval > 0 {
 			k.interval = o.HealthCheckInterval
@@ -194,6 +197,7 @@ func (p *Proxy) compileRouteLocked(m *fsm.Member, rs *routeState, usedTr map[tra
 		rs.health, rs.hkey = nil, healthKey{}
 	}
 	rc.health = rs.health
+	rc.passive = rc.health != nil && o.PassiveHealth
 
 	if cb := st.CircuitBreaker; cb != nil {
 		if rs.brk == nil {

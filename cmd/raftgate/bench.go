@@ -1,12 +1,18 @@
 package main
 
 import (
-	"fmt"
 	"io"
+	"os"
+
+	"github.com/raftgate/raftgate/cmd/raftgate/bench"
 )
 
-// runBench is replaced by the benchmark harness (issue 5).
+// runBench is `raftgate bench`; the harness lives in package bench, and
+// child processes (nodes, the HTTP backend) re-execute this binary.
 func runBench(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "raftgate bench: not built yet")
-	return 2
+	self, err := os.Executable()
+	if err != nil {
+		self = os.Args[0]
+	}
+	return bench.Main(args, self, stdout, stderr)
 }

@@ -83,7 +83,6 @@ func (c *Client) dispatchEvents() {
 
 // maintWait is a MaintEnter or MaintExit call waiting for its MAINT_OK.
 type maintWait struct {
-	enter     bool
 	target    string
 	since     time.Time
 	ch        chan error // one result, buffered
@@ -91,8 +90,8 @@ type maintWait struct {
 	abandoned atomic.Bool
 }
 
-func newMaintWait(enter bool, target string) *maintWait {
-	return &maintWait{enter: enter, target: target, ch: make(chan error, 1)}
+func newMaintWait(target string) *maintWait {
+	return &maintWait{target: target, ch: make(chan error, 1)}
 }
 
 func (mw *maintWait) finish(err error) {
@@ -124,17 +123,18 @@ func (c *Client) addMaint(mw *maintWait) {
 // maintArrived completes the maintenance wait that n belongs to and tells
 // the OnMaintenance handlers.
 //
-// MAINT_OK names its target: it completes the oldest wait for exactly that
-// target, or, when none matches (a server may normalize the target), the
-// oldest wait. The timeout line names no target: it completes the oldest
-// MAINT_ENTER wait (only MAINT_ENTER has that timeout), or the oldest wait.
-// Waits whose caller gave up stay in the list for a while so that their own
-// line does not complete a newer wait for the same target.
+// MAINT_OK names its target (echoed as sent): it completes the oldest wait
+// for exactly that target, or, when none matches, the oldest wait. The
+// timeout line names no target: it completes the oldest wait. That is
+// exact, not a guess: the node gives every wait the same timeout from its
+// ACK, so when one times out every older wait has already ended, and the
+// list is kept in ACK order. Waits whose caller gave up stay in the list for
+// a while so that their own line does not complete a newer wait.
 func (c *Client) maintArrived(n MaintNotice) {
 	c.mu.Lock()
 	idx := -1
 	for i, w := range c.maint {
-		if (n.Err == nil && w.target == n.Target) || (n.Err != nil && w.enter) {
+		if n.Err != nil || w.target == n.Target {
 			idx = i
 			break
 		}

@@ -237,8 +237,8 @@ func (c *Client) ConnectedTo() string {
 
 // OnEvent registers a handler for EVENT lines. Handlers run one at a time,
 // in arrival order, on a goroutine of their own, so they may call client
-// methods; they must not call Close. If handlers fall more than
-// eventQueueLen events behind, further events are dropped and logged.
+// methods (Close included). If handlers fall more than eventQueueLen
+// invocations behind, further ones are dropped and logged.
 func (c *Client) OnEvent(fn func(Event)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -274,7 +274,9 @@ func (c *Client) OnShutdown(fn func(addr string)) {
 // Close closes the connection and stops failover. Commands in flight fail
 // with an error wrapping ErrConnectionLost; later calls return ErrClosed.
 // The session is not ended: it stays alive for the server's grace period
-// (use Shutdown to end it). Close must not be called from a handler.
+// (use Shutdown to end it). Close waits for the client's own goroutines but
+// not for handlers and hooks still running, which see ErrClosed from any
+// further call.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -333,13 +335,16 @@ func (c *Client) getConn(ctx context.Context) (*conn, string, error) {
 			c.mu.Unlock()
 			return nil, "", ErrClosed
 		}
-		ready, lastErr := c.ready, c.lastErr
+		ready := c.ready
 		c.mu.Unlock()
 		select {
 		case <-ready:
 		case <-c.ctx.Done():
 			return nil, "", ErrClosed
 		case <-ctx.Done():
+			c.mu.Lock()
+			lastErr := c.lastErr
+			c.mu.Unlock()
 			if lastErr != nil {
 				return nil, "", fmt.Errorf("%w (last error: %v): %w", ErrUnavailable, lastErr, ctx.Err())
 			}
@@ -353,6 +358,9 @@ func (c *Client) getConn(ctx context.Context) (*conn, string, error) {
 // becomes a *ServerError. onResponse, if set, runs on the reader goroutine
 // as soon as the response line arrives.
 func (c *Client) call(ctx context.Context, word string, withSession bool, onResponse func(string), fields ...string) (code, rest string, cn *conn, err error) {
+	if err := ctx.Err(); err != nil {
+		return "", "", nil, fmt.Errorf("%s: not sent: %w", word, err)
+	}
 	ctx, cancel := c.commandCtx(ctx)
 	defer cancel()
 	for {

@@ -121,23 +121,46 @@ func (c *Client) RouteRemove(ctx context.Context, routeID string) error {
 
 // RouteList lists the session's routes, active, staged and pending removal.
 func (c *Client) RouteList(ctx context.Context) ([]Route, error) {
-	var fields []string
-	if c.cfg.Compressed {
-		fields = append(fields, "compressed")
-	}
-	payload, err := c.expect(ctx, "ROUTE_LIST_OK", "ROUTE_LIST", fields...)
+	js, err := c.compressible(ctx, "ROUTE_LIST_OK", "ROUTE_LIST", nil)
 	if err != nil {
 		return nil, err
-	}
-	js, err := decodePayload(payload)
-	if err != nil {
-		return nil, fmt.Errorf("ROUTE_LIST: %w: %w", ErrProtocol, err)
 	}
 	var routes []Route
 	if err := decodeJSON("ROUTE_LIST", string(js), &routes); err != nil {
 		return nil, err
 	}
 	return routes, nil
+}
+
+// compressible runs ROUTE_LIST or STATS_GET and returns the JSON payload.
+// It asks for a compressed payload when Config.Compressed is set, and also
+// when the node refused a plain answer as larger than 64 KiB; a read is
+// safe to send twice.
+func (c *Client) compressible(ctx context.Context, want, word string, fields []string) ([]byte, error) {
+	compressed := c.cfg.Compressed
+	for {
+		f := fields
+		if compressed {
+			if word == "STATS_GET" && len(f) == 0 {
+				// "compressed" alone would read as a target.
+				f = []string{TargetAll}
+			}
+			f = append(f[:len(f):len(f)], "compressed")
+		}
+		payload, err := c.expect(ctx, want, word, f...)
+		if err != nil {
+			if !compressed && isTooLarge(err) {
+				compressed = true
+				continue
+			}
+			return nil, err
+		}
+		js, err := decodePayload(payload)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", word, ErrProtocol, err)
+		}
+		return js, nil
+	}
 }
 
 // HeadersSet stages a response header for target (TargetAll or a route

@@ -96,18 +96,18 @@ func (c *Client) MaintEnter(ctx context.Context, target, backendURL string) erro
 	if err := checkFields("target", target, "backend_url", backendURL); err != nil {
 		return err
 	}
-	return c.maintCall(ctx, true, "MAINT_ENTER", target, backendURL)
+	return c.maintCall(ctx, "MAINT_ENTER", target, backendURL)
 }
 
 // MaintExit returns target to normal serving. It returns once the node
-// confirms with MAINT_OK that the route's backend answers, or when ctx
-// ends; give ctx a deadline, since a backend that stays down never
-// confirms.
+// confirms with MAINT_OK that the route's backend answers, with an error
+// matching ErrMaintenanceTimeout if it did not answer in time, or when ctx
+// ends.
 func (c *Client) MaintExit(ctx context.Context, target string) error {
 	if err := checkField("target", target); err != nil {
 		return err
 	}
-	return c.maintCall(ctx, false, "MAINT_EXIT", target)
+	return c.maintCall(ctx, "MAINT_EXIT", target)
 }
 
 // maintCall sends a maintenance command and waits for its completion line.
@@ -115,8 +115,8 @@ func (c *Client) MaintExit(ctx context.Context, target string) error {
 // moment the ACK is read, so a MAINT_OK right behind the ACK is never
 // missed; the wait is tied to the client, not the connection, because
 // MAINT_OK follows the session to whatever node it is attached to.
-func (c *Client) maintCall(ctx context.Context, enter bool, word string, fields ...string) error {
-	mw := newMaintWait(enter, fields[0])
+func (c *Client) maintCall(ctx context.Context, word string, fields ...string) error {
+	mw := newMaintWait(fields[0])
 	code, rest, _, err := c.call(ctx, word, true, func(line string) {
 		if line == "ACK" {
 			c.addMaint(mw)
@@ -164,20 +164,9 @@ func (c *Client) StatsGet(ctx context.Context, target string) ([]RouteStats, err
 	if target != "" {
 		fields = append(fields, target)
 	}
-	if c.cfg.Compressed {
-		if target == "" {
-			// "compressed" alone would read as a target.
-			fields = append(fields, TargetAll)
-		}
-		fields = append(fields, "compressed")
-	}
-	payload, err := c.expect(ctx, "STATS_OK", "STATS_GET", fields...)
+	js, err := c.compressible(ctx, "STATS_OK", "STATS_GET", fields)
 	if err != nil {
 		return nil, err
-	}
-	js, err := decodePayload(payload)
-	if err != nil {
-		return nil, fmt.Errorf("STATS_GET: %w: %w", ErrProtocol, err)
 	}
 	if len(js) > 0 && js[0] == '{' {
 		var one RouteStats

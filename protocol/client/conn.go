@@ -134,7 +134,14 @@ func (cn *conn) wait(ctx context.Context, w *waiter) (string, error) {
 	case r := <-w.ch:
 		return r.line, r.err
 	case <-ctx.Done():
-		return "", ctx.Err()
+		// An answer that raced with the deadline still tells the caller
+		// what happened, which beats an unknown outcome.
+		select {
+		case r := <-w.ch:
+			return r.line, r.err
+		default:
+			return "", ctx.Err()
+		}
 	}
 }
 
@@ -183,6 +190,9 @@ func (cn *conn) readLine() (string, error) {
 	var long []byte
 	for {
 		frag, err := cn.br.ReadSlice('\n')
+		if len(long)+len(frag) > maxResponseLine+1 { // +1: the '\n'
+			return "", fmt.Errorf("%w: response line longer than %d bytes", ErrProtocol, maxResponseLine)
+		}
 		if err == nil {
 			if long != nil {
 				frag = append(long, frag...)
@@ -195,9 +205,6 @@ func (cn *conn) readLine() (string, error) {
 				return "", fmt.Errorf("closed by server: %w", err)
 			}
 			return "", fmt.Errorf("read: %w", err)
-		}
-		if len(long)+len(frag) > maxResponseLine {
-			return "", fmt.Errorf("%w: response line longer than %d bytes", ErrProtocol, maxResponseLine)
 		}
 		long = append(long, frag...)
 	}

@@ -43,7 +43,7 @@ var ErrInvalidField = errors.New("raftgate client: invalid field")
 var ErrProtocol = errors.New("raftgate client: protocol error")
 
 // maintTimeoutMsg is the exact text of the asynchronous error that follows
-// MAINT_ENTER's ACK when the maintenance backend never answers. No
+// the ACK of MAINT_ENTER (or MAINT_EXIT) when the backend never answers. No
 // synchronous response of the protocol carries this text, which is how the
 // reader tells it apart from the response to a pipelined command (see
 // classifyAsync).
@@ -135,6 +135,26 @@ func IsNoLeader(err error) bool {
 func IsInvalidFormat(err error) bool {
 	msg, ok := serverMsg(err)
 	return ok && strings.HasPrefix(msg, "invalid format")
+}
+
+// IsUnknownOutcome reports whether err leaves it open whether the command
+// took effect: the connection broke after the command was written
+// (ErrConnectionLost), or the node answered "timeout: ..." because it could
+// not learn the outcome from the cluster in time. Retrying a ROUTE_ADD after
+// such an error may create a second route; check with RouteList first.
+func IsUnknownOutcome(err error) bool {
+	if errors.Is(err, ErrConnectionLost) {
+		return true
+	}
+	msg, ok := serverMsg(err)
+	return ok && strings.HasPrefix(msg, "timeout:")
+}
+
+// isTooLarge reports the server's refusal of an uncompressed JSON answer
+// over 64 KiB ("response too large (max 65536 bytes): ask with |compressed").
+func isTooLarge(err error) bool {
+	msg, ok := serverMsg(err)
+	return ok && strings.HasPrefix(msg, "response too large") && strings.HasSuffix(msg, "|compressed")
 }
 
 // IsNoDrain reports whether err is the server's "no drain in progress".

@@ -137,7 +137,10 @@ func (c *Client) connectAddr(ctx context.Context, addr string) error {
 			}
 			switch resp {
 			case "OK":
-			case "REREGISTER":
+			case "REREGISTER", "ERROR|session not found":
+				// The second form is not what the contract says RECONNECT
+				// answers, but it means the same, and registering again is
+				// the only way forward.
 				expired = true
 			default:
 				cn.fail(errors.New("bad RECONNECT answer"))
@@ -254,6 +257,10 @@ func (c *Client) connClosed(cn *conn, cause error) {
 	}
 	c.cur = nil
 	if c.closed {
+		return
+	}
+	if c.noFailover {
+		c.log.Debug("raftgate client: connection closed after CLIENT_SHUTDOWN", "addr", cn.addr)
 		return
 	}
 	c.log.Warn("raftgate client: connection lost", "addr", cn.addr, "err", cause)

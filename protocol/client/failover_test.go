@@ -115,6 +115,29 @@ func TestMaintTimeoutWhilePipelined(t *testing.T) {
 	}
 }
 
+// TestMaintTimeoutCompletesOldestWait: the timeout line names no target;
+// the node times waits out in the order it acknowledged them, so the
+// oldest wait is the one that timed out.
+func TestMaintTimeoutCompletesOldestWait(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.handle(script(map[string]string{"MAINT_ENTER": "ACK", "MAINT_EXIT": "ACK"}))
+	c := newTestClient(t, testConfig(srv.addr))
+	exitRes, enterRes := make(chan error, 1), make(chan error, 1)
+	go func() { exitRes <- c.MaintExit(context.Background(), "r1") }()
+	waitFor(t, "exit wait", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.maint) == 1 })
+	go func() { enterRes <- c.MaintEnter(context.Background(), "r2", "") }()
+	waitFor(t, "enter wait", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.maint) == 2 })
+	fc := srv.connections()[0]
+	fc.send("ERROR|" + maintTimeoutMsg)
+	if err := <-exitRes; !errors.Is(err, ErrMaintenanceTimeout) {
+		t.Fatalf("oldest wait (MaintExit r1) = %v, want timeout", err)
+	}
+	fc.send("MAINT_OK|r2")
+	if err := <-enterRes; err != nil {
+		t.Fatalf("MaintEnter r2 = %v", err)
+	}
+}
+
 func TestMaintWaitEndsWithContext(t *testing.T) {
 	srv := newFakeServer(t)
 	srv.handle(script(map[string]string{"MAINT_EXIT": "ACK"}))

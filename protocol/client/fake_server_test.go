@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -254,5 +253,3 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
-
-var errTest = errors.New("test")

@@ -12,11 +12,9 @@ import (
 	"time"
 )
 
-// Targets and option names accepted by the settings commands.
-const (
-	// TargetAll applies a setting to every route of the session.
-	TargetAll = "ALL"
-)
+// TargetAll is the settings, maintenance and statistics target that
+// names every route of the session.
+const TargetAll = "ALL"
 
 // Event types for Subscribe and Unsubscribe.
 const (
@@ -29,6 +27,9 @@ const (
 	EventNodeJoined           = "node_joined"
 	EventNodeLeft             = "node_left"
 	EventAll                  = "all"
+	// EventOverflow is sent by a node after it had to drop asynchronous
+	// lines for a client that read too slowly: {"dropped":N}.
+	EventOverflow = "overflow"
 )
 
 // Route fields for RouteUpdate.

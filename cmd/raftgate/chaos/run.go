@@ -1,0 +1,377 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// harness is one chaos run: the cluster, the backend, the probes and the
+// facts that outlive a round.
+type harness struct {
+	cfg        Config
+	log        *slog.Logger
+	dir        string
+	base       int
+	backend    *backend
+	backendURL string
+	probes     *prober
+	runCtx     context.Context // lives until the run ends
+
+	mu       sync.Mutex
+	nodes    []*node // every slot, by index
+	members  []*node // nodes meant to be in the cluster now
+	problems []string
+	// finalRoutes maps every route ID seen in a final read to its
+	// session, to find a route that shows up twice.
+	finalRoutes map[string]string
+	duplicates  int
+
+	reattached      atomic.Int64 // RECONNECTs by workload owners
+	heldReattaches  atomic.Int64
+	maxHeldReattach atomic.Int64 // nanoseconds
+	expiredHeld     atomic.Int64
+}
+
+func (h *harness) problem(msg string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.problems = append(h.problems, msg)
+	h.log.Error("violation", "what", msg)
+}
+
+func (h *harness) noteReattach(sessions int, took time.Duration) {
+	h.heldReattaches.Add(int64(sessions))
+	for {
+		old := h.maxHeldReattach.Load()
+		if int64(took) <= old || h.maxHeldReattach.CompareAndSwap(old, int64(took)) {
+			return
+		}
+	}
+}
+
+// noteFinalRoute records a route seen in a final read; seeing one route
+// ID in two places, or twice, is a duplicate.
+func (h *harness) noteFinalRoute(routeID, where string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if prev, ok := h.finalRoutes[routeID]; ok {
+		h.duplicates++
+		h.problems = append(h.problems, fmt.Sprintf("route %s appears twice (%s and %s)", routeID, prev, where))
+		return
+	}
+	h.finalRoutes[routeID] = where
+}
+
+func (h *harness) currentMembers() []*node {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*node(nil), h.members...)
+}
+
+func (h *harness) addMember(n *node) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.members = append(h.members, n)
+}
+
+func (h *harness) removeMember(n *node) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.members = without(h.members, n)
+}
+
+// pickMember returns a random member, another than avoid when possible.
+func (h *harness) pickMember(rng *rand.Rand, avoid string) *node {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var pool []*node
+	for _, n := range h.members {
+		if n.id != avoid {
+			pool = append(pool, n)
+		}
+	}
+	if len(pool) == 0 {
+		pool = h.members
+	}
+	if len(pool) == 0 {
+		return nil
+	}
+	return pool[rng.IntN(len(pool))]
+}
+
+// spareNode returns the first slot that is not a member (making one).
+func (h *harness) spareNode() *node {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, n := range h.nodes {
+		if !containsNode(h.members, n) {
+			return n
+		}
+	}
+	n := newNode(h.dir, h.base, len(h.nodes))
+	h.nodes = append(h.nodes, n)
+	return n
+}
+
+func containsNode(nodes []*node, n *node) bool {
+	for _, m := range nodes {
+		if m == n {
+			return true
+		}
+	}
+	return false
+}
+
+// Run starts a cluster, runs the configured rounds of workload and faults,
+// checks everything and returns the report. An error means the harness
+// itself could not run (the cluster did not come up); violations are in
+// the report.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	h := &harness{cfg: cfg, log: cfg.Logger, probes: newProber(), finalRoutes: map[string]string{}}
+	if h.dir, err = prepareDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	rep := &Report{Seed: cfg.Seed, Nodes: cfg.Nodes, Clients: cfg.Clients, Rounds: cfg.Rounds, DataDir: h.dir}
+	for _, s := range cfg.Scenarios {
+		rep.Scenarios = append(rep.Scenarios, s)
+	}
+	started := time.Now()
+	err = h.run(ctx, rep)
+	rep.Elapsed = time.Since(started)
+	rep.finish(h)
+	if err != nil || !rep.OK() || cfg.KeepData {
+		rep.KeptData = true
+	} else {
+		_ = os.RemoveAll(h.dir)
+	}
+	return rep, err
+}
+
+func prepareDir(dir string) (string, error) {
+	if dir == "" {
+		d, err := os.MkdirTemp("", "raftgate-chaos-")
+		if err != nil {
+			return "", fmt.Errorf("make data dir: %w", err)
+		}
+		return d, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("make data dir: %w", err)
+	}
+	return dir, nil
+}
+
+// choosePorts finds a free block of ports for the nodes (one spare slot
+// for the membership scenario).
+func (h *harness) choosePorts() error {
+	slots := h.cfg.Nodes + 1
+	if h.cfg.BasePort != 0 {
+		if !portsFree(h.cfg.BasePort, slots) {
+			return fmt.Errorf("ports from %d are not all free", h.cfg.BasePort)
+		}
+		h.base = h.cfg.BasePort
+		return nil
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
+	for range 50 {
+		base := 20000 + 100*rng.IntN(400)
+		if portsFree(base, slots) {
+			h.base = base
+			return nil
+		}
+	}
+	return errors.New("no free port range found; pass --base-port")
+}
+
+func (h *harness) run(ctx context.Context, rep *Report) error {
+	runCtx, cancel := context.WithCancel(ctx)
+	h.runCtx = runCtx
+	var holders sync.WaitGroup
+	defer func() {
+		cancel()
+		holders.Wait()
+		h.probes.stopAll()
+		h.stopNodes()
+		if h.backend != nil {
+			h.backend.close()
+		}
+	}()
+	var err error
+	if h.backend, err = startBackend(); err != nil {
+		return err
+	}
+	h.backendURL = h.backend.url
+	if err := h.choosePorts(); err != nil {
+		return err
+	}
+	if err := h.startCluster(runCtx); err != nil {
+		return err
+	}
+	held, err := h.startHolders(runCtx, &holders)
+	if err != nil {
+		return err
+	}
+	var sessions []*wsession
+	for i := range h.cfg.Rounds {
+		if runCtx.Err() != nil {
+			return errStopped
+		}
+		r := &round{h: h, num: i, seed: h.cfg.Seed + int64(i)}
+		rr, err := r.run(runCtx)
+		if err != nil {
+			return fmt.Errorf("round %d: %w", i, err)
+		}
+		rep.RoundReports = append(rep.RoundReports, rr)
+		sessions = append(sessions, r.sessions...)
+	}
+	// The run's last word on sessions: every one never shut down is alive.
+	if err := h.checkSessionsAlive(runCtx, sessions); err != nil {
+		return err
+	}
+	if err := h.checkHeld(runCtx, held); err != nil {
+		return err
+	}
+	rep.HeldSessions = len(held)
+	return nil
+}
+
+// startCluster starts the configured nodes and waits until all serve.
+func (h *harness) startCluster(ctx context.Context) error {
+	for i := range h.cfg.Nodes {
+		h.nodes = append(h.nodes, newNode(h.dir, h.base, i))
+	}
+	for _, n := range h.nodes {
+		n.expect = h.cfg.Nodes
+		for _, o := range h.nodes {
+			if o != n {
+				n.join = append(n.join, o.gossip)
+			}
+		}
+		if err := n.start(h.cfg.Binary, h.cfg.ServeArgs); err != nil {
+			return err
+		}
+	}
+	h.members = append([]*node(nil), h.nodes...)
+	h.log.Info("cluster starting", "nodes", h.cfg.Nodes, "base_port", h.base, "dir", h.dir)
+	ok := poll(ctx, 60*time.Second, 50*time.Millisecond, func() bool {
+		for _, n := range h.nodes {
+			if !n.ready(ctx) {
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		return fmt.Errorf("cluster did not become ready within 60s (logs in %s)", h.dir)
+	}
+	return nil
+}
+
+// startHolders registers the probe session and the idle sessions, waits
+// until every proxy serves the probe route, and starts the probe loops.
+func (h *harness) startHolders(ctx context.Context, wg *sync.WaitGroup) ([]idleSession, error) {
+	count := h.cfg.IdleSessions
+	perHolder := 125
+	nHolders := max(1, (count+perHolder-1)/perHolder)
+	var all []idleSession
+	for k := range nHolders {
+		n := h.nodes[k%len(h.nodes)]
+		c, err := dialLine(ctx, n.control, 2*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		ho := &holder{h: h, conn: c, node: n.id, rng: rand.New(rand.NewPCG(uint64(h.cfg.Seed), uint64(k)+1000))}
+		if k == 0 {
+			probe, err := h.registerHeld(c, "chaos-probe", "probe", 1, func(int) string { return probeHost }, probePath)
+			if err != nil {
+				c.close()
+				return nil, err
+			}
+			all = append(all, probe...)
+			ho.sessions = append(ho.sessions, probe[0].id)
+		}
+		from, to := k*perHolder, min((k+1)*perHolder, count)
+		if to > from {
+			idle, err := h.registerHeld(c, "chaos-idle", fmt.Sprintf("h%d-", k), to-from,
+				func(i int) string { return fmt.Sprintf("idle-%d-%d.chaos.test", k, i) }, "/idle")
+			if err != nil {
+				c.close()
+				return nil, err
+			}
+			for _, s := range idle {
+				ho.sessions = append(ho.sessions, s.id)
+			}
+			all = append(all, idle...)
+		}
+		wg.Add(1)
+		go ho.run(ctx, wg)
+	}
+	for _, n := range h.nodes {
+		if err := h.waitServing(ctx, n); err != nil {
+			return nil, err
+		}
+		h.probes.start(ctx, n)
+	}
+	return all, nil
+}
+
+// checkSessionsAlive asks for SESSION_INFO of every workload session.
+func (h *harness) checkSessionsAlive(ctx context.Context, sessions []*wsession) error {
+	var ids []idleSession
+	for _, s := range sessions {
+		s.mu.Lock()
+		gone := s.expired
+		s.mu.Unlock()
+		if !gone {
+			ids = append(ids, idleSession{id: s.id})
+		}
+	}
+	n := h.pickMember(rand.New(rand.NewPCG(1, 2)), "")
+	c, err := dialLine(ctx, n.control, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	lines := make([]string, len(ids))
+	for i, s := range ids {
+		lines[i] = "SESSION_INFO|" + s.id
+	}
+	answers, err := c.doMany(lines, 60*time.Second)
+	if err != nil {
+		return fmt.Errorf("final SESSION_INFO: %w", err)
+	}
+	for i, a := range answers {
+		if len(a) < 11 || a[:11] != "SESSION_OK|" {
+			h.problem(fmt.Sprintf("live session %s expired: SESSION_INFO answered %q", ids[i].id, a))
+		}
+	}
+	return nil
+}
+
+// stopNodes stops every running node: SIGTERM in parallel, SIGKILL after
+// 20 s.
+func (h *harness) stopNodes() {
+	var wg sync.WaitGroup
+	for _, n := range h.nodes {
+		if !n.isRunning() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = n.stop(20 * time.Second)
+		}()
+	}
+	wg.Wait()
+}
