@@ -207,7 +207,7 @@ func TestPassiveHealth(t *testing.T) {
 			// a answers 500 to traffic only: its health path stays fine,
 			// so only passive checking can notice.
 			a.fail.Store(500)
-			a.failPath.Store("/")
+			a.trafficOnly.Store(true)
 			fails := 0
 			for range 12 {
 				if r := f.get(t, "h.test", "/x"); r.code == 500 {

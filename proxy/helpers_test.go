@@ -121,8 +121,8 @@ type backend struct {
 	mu   sync.Mutex
 	last *http.Request
 	fail atomic.Int32 // status to answer instead (0: 200)
-	// failPath, when set, limits fail to paths with this prefix.
-	failPath atomic.Value
+	// trafficOnly limits fail to paths other than /healthz.
+	trafficOnly atomic.Bool
 }
 
 func newBackend(t *testing.T, name string) *backend {
@@ -133,8 +133,7 @@ func newBackend(t *testing.T, name string) *backend {
 		b.mu.Lock()
 		b.last = r.Clone(context.Background())
 		b.mu.Unlock()
-		fp, _ := b.failPath.Load().(string)
-		if code := b.fail.Load(); code != 0 && (fp == "" || strings.HasPrefix(r.URL.Path, fp) && r.URL.Path != "/healthz") {
+		if code := b.fail.Load(); code != 0 && !(b.trafficOnly.Load() && r.URL.Path == "/healthz") {
 			http.Error(w, "failing", int(code))
 			return
 		}

@@ -23,11 +23,18 @@ const idleConnCount = 10000
 
 // maxIdleConnBytes is the documented bound on the server's resident memory
 // per idle control connection (no command sent, no session attached): one
-// goroutine parked in read, a small read buffer, the connection record and
-// the kernel-side file. Measured at about 6-7 KiB with the lazy queue and
-// pooled line buffer (about 40 KiB before them); the bound leaves room for
-// allocator and GC slack.
+// goroutine parked in read, a 512-byte read buffer and the connection
+// record. Measured at about 6.5 KiB of RSS (14 KiB before the event queue
+// became lazy, the line buffer pooled and the writer goroutine went); the
+// bound leaves room for allocator and GC slack.
 const maxIdleConnBytes = 20 << 10
+
+// maxIdleConnGoBytes bounds the Go heap plus goroutine stacks in use per
+// idle connection. RSS alone under-counts memory the runtime allocated but
+// never touched (fresh zeroed pages), which the old design hid that way:
+// 16 KiB read buffers and 16 KiB event channels showed as 50 KiB of heap
+// but only 14 KiB of RSS. Measured now: about 1.6 KiB heap + 4 KiB stack.
+const maxIdleConnGoBytes = 10 << 10
 
 // idleNode is a `raftgate serve` process started by a test.
 type idleNode struct {
@@ -326,9 +333,12 @@ func TestIdleConnectionsBoundedMemory(t *testing.T) {
 	perConn := (rssHeld - rssBefore) / idleConnCount
 	t.Logf("node RSS %d KiB before, %d KiB with %d idle connections: %d bytes per connection (bound %d)",
 		rssBefore>>10, rssHeld>>10, idleConnCount, perConn, maxIdleConnBytes)
-	t.Logf("Go heap in use %+.0f bytes, stacks %+.0f bytes per connection",
-		(n.metric(t, "go_memstats_heap_inuse_bytes")-heapBefore)/idleConnCount,
-		(n.metric(t, "go_memstats_stack_inuse_bytes")-stackBefore)/idleConnCount)
+	heapPer := (n.metric(t, "go_memstats_heap_inuse_bytes") - heapBefore) / idleConnCount
+	stackPer := (n.metric(t, "go_memstats_stack_inuse_bytes") - stackBefore) / idleConnCount
+	t.Logf("Go heap in use %+.0f bytes, stacks %+.0f bytes per connection (bound %d together)", heapPer, stackPer, maxIdleConnGoBytes)
+	if heapPer+stackPer > maxIdleConnGoBytes {
+		t.Errorf("%.0f bytes of Go heap and stack per idle connection, want at most %d", heapPer+stackPer, maxIdleConnGoBytes)
+	}
 	if perConn > maxIdleConnBytes {
 		t.Errorf("%d bytes of RSS per idle connection, want at most %d", perConn, maxIdleConnBytes)
 	}

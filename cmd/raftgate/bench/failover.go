@@ -115,7 +115,11 @@ func Failover(ctx context.Context, o Options) (*Report, error) {
 					}
 					conn, err := dialLine(wctx, c.nodes[i].control)
 					if err != nil {
-						time.Sleep(10 * time.Millisecond) // bounded by wctx; a refused dial is instant
+						// A refused dial returns at once; pause before the next node.
+						select {
+						case <-wctx.Done():
+						case <-time.After(10 * time.Millisecond):
+						}
 						continue
 					}
 					lc = conn
