@@ -86,7 +86,7 @@ single node needs --bootstrap-expect 1 (the default).`, stderr)
 	adminAddr := fs.String("admin-addr", "127.0.0.1:8500", "address for /metrics, /healthz, /readyz and operator endpoints; empty disables")
 	advertise := fs.String("advertise-host", "", "host or IP other nodes use to reach this one (default: derived from the bind addresses)")
 	fs.Var(&join, "join", "gossip address of a known node; repeat or comma-separate for several")
-	bootstrapExpect := fs.Int("bootstrap-expect", 1, "servers that must see each other before a new cluster bootstraps (0: only join)")
+	bootstrapExpect := fs.Int("bootstrap-expect", 1, "servers that must see each other before a new cluster bootstraps (0: only join); with --join and no --bootstrap-expect the node only joins, so a lone new node never forks a cluster of its own")
 	grace := fs.Duration("session-grace", 5*time.Minute, "how long a detached, idle session lives before it expires")
 	reap := fs.Duration("dead-node-reap", 72*time.Hour, "remove nodes dead for longer than this from the raft configuration")
 	hold := fs.Duration("hold-timeout", 5*time.Second, "how long a write waits for a leader before it fails with 'no leader'")
@@ -98,6 +98,11 @@ single node needs --bootstrap-expect 1 (the default).`, stderr)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if code, stop := parseFlags(fs, args); stop {
 		return code
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	if len(join) > 0 && !explicit["bootstrap-expect"] {
+		*bootstrapExpect = 0
 	}
 	log, err := newLogger(*logLevel, stderr)
 	if err != nil {
