@@ -205,6 +205,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return fail(fmt.Errorf("start raft from %s (corrupt data dir?): %w", cfg.DataDir, err))
 	}
 	closers = append(closers, func() { n.raft.Shutdown().Error() })
+	n.publishLocalLog()
 
 	n.registerInternalHandlers()
 	n.rpc.start()
@@ -547,4 +548,37 @@ func (n *Node) shutdown(ctx context.Context) error {
 	}
 	n.log.Info("node stopped")
 	return errors.Join(errs...)
+}
+
+// maxProvisionalEntries bounds the local log replayed at start; beyond it
+// the node waits for the leader like plain raft would.
+const maxProvisionalEntries = 200000
+
+// publishLocalLog gives the proxy the table of the local log right after
+// start, before any leader confirms what is committed (see
+// fsm.PublishProvisional): a node restarted without a quorum keeps serving
+// the routes it served before.
+func (n *Node) publishLocalLog() {
+	first := n.fsm.AppliedIndex() + 1
+	last, err := n.store.LastIndex()
+	if err != nil || last < first || last-first >= maxProvisionalEntries {
+		return
+	}
+	logs := make([]*raft.Log, 0, last-first+1)
+	for i := first; i <= last; i++ {
+		l := new(raft.Log)
+		if err := n.store.GetLog(i, l); err != nil {
+			n.log.Warn("provisional table: read local log", "index", i, "err", err)
+			return
+		}
+		logs = append(logs, l)
+	}
+	idx, err := n.fsm.PublishProvisional(logs)
+	if err != nil {
+		n.log.Warn("provisional table from the local log", "err", err)
+		return
+	}
+	if idx > 0 {
+		n.log.Info("serving the local log's routing table until a leader confirms it", "index", idx, "entries", len(logs))
+	}
 }

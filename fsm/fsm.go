@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -39,6 +40,11 @@ type FSM struct {
 	// table is the routing table of the applied state, rebuilt after each
 	// batch that changed active configuration.
 	table *RoutingTable
+	// provisionalUntil is the last index of a provisional table handed to
+	// the proxy (PublishProvisional); applied tables older than it are not
+	// published, so the proxy never goes back to an older table while the
+	// node catches up. Zero when there is none.
+	provisionalUntil uint64
 
 	obsMu     sync.Mutex
 	observers []func(Notification)
@@ -186,9 +192,17 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		notes = append(notes, n.Notification)
 	}
 	var table *RoutingTable
+	if f.provisionalUntil != 0 && f.index >= f.provisionalUntil {
+		// Caught up with the provisional table: replace it with the
+		// committed one even if this batch changed nothing.
+		f.provisionalUntil = 0
+		tableDirty = true
+	}
 	if tableDirty {
-		table = BuildTable(f.state, f.index)
-		f.table = table
+		f.table = BuildTable(f.state, f.index)
+		if f.provisionalUntil == 0 {
+			table = f.table
+		}
 	}
 	f.mu.Unlock()
 
@@ -265,12 +279,18 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.state = d.State
 	f.index = d.Index
 	f.table = table
+	publish := f.provisionalUntil == 0 || d.Index >= f.provisionalUntil
+	if publish {
+		f.provisionalUntil = 0
+	}
 	f.mu.Unlock()
 	f.obsMu.Lock()
 	tableSubs := f.tableSubs
 	f.obsMu.Unlock()
-	for _, fn := range tableSubs {
-		fn(table)
+	if publish {
+		for _, fn := range tableSubs {
+			fn(table)
+		}
 	}
 	f.signalApplied()
 	return nil
@@ -287,3 +307,47 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *fsmSnapshot) Release() {}
+
+// PublishProvisional hands the table subscribers (the proxy) the routing
+// table that the state plus logs would give, without changing the state.
+//
+// A restarted node restores its last snapshot but applies the log entries
+// after it only once a leader tells it they are committed. Without a quorum
+// that never happens, and the node would serve an older table than the one
+// it served before the restart. Serving the table of its local log instead
+// keeps invariant 5 for restarted nodes; the cost is that an entry the node
+// had appended but that was never committed can be served until the node
+// reaches a leader, which replaces the table with the committed one.
+// It returns the index of the table published, or 0 when there was nothing
+// newer than the applied state.
+func (f *FSM) PublishProvisional(logs []*raft.Log) (uint64, error) {
+	if len(logs) == 0 {
+		return 0, nil
+	}
+	b, err := f.SnapshotBytes()
+	if err != nil {
+		return 0, err
+	}
+	scratch := New()
+	if err := scratch.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		return 0, fmt.Errorf("provisional state: %w", err)
+	}
+	scratch.ApplyBatch(logs)
+	t := scratch.Table()
+	last := logs[len(logs)-1].Index
+	if f.AppliedIndex() >= last {
+		return 0, nil
+	}
+	t2 := *t
+	t2.Index = last
+	f.mu.Lock()
+	f.provisionalUntil = last
+	f.mu.Unlock()
+	f.obsMu.Lock()
+	subs := f.tableSubs
+	f.obsMu.Unlock()
+	for _, fn := range subs {
+		fn(&t2)
+	}
+	return last, nil
+}

@@ -373,3 +373,38 @@ func TestUndecodableEntryPanics(t *testing.T) {
 	}()
 	New().Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{7, '{'}})
 }
+
+func TestProvisionalTableFromTheLocalLog(t *testing.T) {
+	l := newTestLog(t)
+	s := l.register("svc", "a")
+	// The "local log": entries a restarted node has but has not applied.
+	pending := []*raft.Log{
+		l.entry(CmdRouteAdd, s, route("example.com", "/", "http://127.0.0.1:1"), ""),
+		l.entry(CmdConfigApply, s, nil, ""),
+		l.entry(CmdNoop, "", nil, ""),
+	}
+	var published []*RoutingTable
+	l.f.OnTable(func(t *RoutingTable) { published = append(published, t) })
+	idx, err := l.f.PublishProvisional(pending)
+	if err != nil || idx != pending[2].Index {
+		t.Fatalf("PublishProvisional = %d, %v", idx, err)
+	}
+	last := published[len(published)-1]
+	if len(last.Exact["example.com"]) != 1 || last.Index != idx {
+		t.Fatalf("provisional table does not serve the logged route: %+v", last)
+	}
+	if l.f.AppliedIndex() >= idx || len(l.f.Table().Exact["example.com"]) != 0 {
+		t.Fatal("PublishProvisional changed the applied state")
+	}
+	// Catching up: older applied tables are not published over it...
+	n := len(published)
+	l.f.ApplyBatch(pending[:2])
+	if len(published) != n {
+		t.Fatal("an applied table older than the provisional one was published")
+	}
+	// ...and reaching its index publishes the committed table.
+	l.f.ApplyBatch(pending[2:])
+	if len(published) != n+1 || len(published[n].Exact["example.com"]) != 1 {
+		t.Fatalf("committed table not published on catching up (%d tables)", len(published))
+	}
+}

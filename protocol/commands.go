@@ -154,7 +154,7 @@ func (s *Server) handleLine(c *conn, line string) (string, bool) {
 	if bad != nil {
 		return bad.format(""), false
 	}
-	if req.session != "" {
+	if req.session != "" || sp.session && !sp.optionalSession {
 		if err := fsm.ValidateSessionID(req.session); err != nil {
 			return errReply(fsm.ErrSessionNotFound).format(req.txn), false
 		}

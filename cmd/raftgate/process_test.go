@@ -214,3 +214,50 @@ func TestCorruptDataDirStopsWithClearMessage(t *testing.T) {
 		t.Fatalf("exit message does not name the data dir:\n%s", out)
 	}
 }
+
+// TestRestartWithoutQuorumServesLastTable kills a whole 3-node cluster and
+// starts only one node: with no quorum it cannot learn what is committed,
+// yet its proxy serves the routes it served before (ARCHITECTURE invariant 5).
+func TestRestartWithoutQuorumServesLastTable(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "backend")
+	}))
+	defer backend.Close()
+	nodes := []*procNode{newProcNode(t, "n1"), newProcNode(t, "n2"), newProcNode(t, "n3")}
+	flags := func(self *procNode) []string {
+		var join []string
+		for _, o := range nodes {
+			if o != self {
+				join = append(join, o.gossip)
+			}
+		}
+		return []string{"--bootstrap-expect", "3", "--join", strings.Join(join, ",")}
+	}
+	for _, n := range nodes {
+		n.start(flags(n)...)
+	}
+	poll(t, 30*time.Second, "cluster to accept a session", func() bool {
+		return strings.HasPrefix(nodes[0].send("REGISTER|web|i1|0"), "ACK|")
+	})
+	s := strings.TrimPrefix(nodes[1].send("REGISTER|web|i2|0"), "ACK|")
+	if r := nodes[1].send(fmt.Sprintf("ROUTE_ADD|%s|example.com|/|%s|0", s, backend.URL)); !strings.HasPrefix(r, "ROUTE_OK|") {
+		t.Fatalf("ROUTE_ADD: %q", r)
+	}
+	if r := nodes[1].send("CONFIG_APPLY|" + s); r != "OK" {
+		t.Fatalf("CONFIG_APPLY: %q", r)
+	}
+	poll(t, 10*time.Second, "node 1 to serve the route", func() bool {
+		return proxiedStatus(nodes[0].http, "example.com", "/") == 200
+	})
+	for _, n := range nodes {
+		n.kill()
+	}
+	nodes[0].start(flags(nodes[0])...)
+	poll(t, 30*time.Second, "the lone restarted node to serve its last table", func() bool {
+		return proxiedStatus(nodes[0].http, "example.com", "/") == 200
+	})
+	// And it really has no quorum: writes fail with a clear error.
+	if r := nodes[0].send("ROUTE_ADD|" + s + "|b.com|/|" + backend.URL + "|0"); !strings.HasPrefix(r, "ERROR|no leader") {
+		t.Fatalf("write without quorum answered %q", r)
+	}
+}

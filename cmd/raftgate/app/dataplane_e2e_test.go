@@ -824,22 +824,27 @@ func startBenchNode(b *testing.B) *Node {
 }
 
 // BenchmarkSlowSubscriber measures another client's command round trip
-// (PING over an attached connection) on an idle node and on a node that
-// is emitting ~100,000 events/s to a subscriber that reads nothing. The
-// two ns/op should be close: the stalled subscriber costs its own queue,
+// (PING over its attached connection) on a node with no subscriber
+// ("idle"), on a node emitting events as fast as one goroutine can (up to
+// 100 per millisecond) to a subscriber that reads them ("reading"), and
+// to one that reads nothing ("stalled"). stalled should cost no more than
+// reading: a subscriber that stopped reading costs its own bounded queue,
 // not the node's or other clients' time.
 //
-//	go test -run '^$' -bench BenchmarkSlowSubscriber -benchtime 20000x ./cmd/raftgate/app
+//	go test -run '^$' -bench BenchmarkSlowSubscriber -benchtime 20000x -count 3 ./cmd/raftgate/app
 func BenchmarkSlowSubscriber(b *testing.B) {
-	for _, flooded := range []bool{false, true} {
-		b.Run(fmt.Sprintf("flooded=%v", flooded), func(b *testing.B) {
+	for _, mode := range []string{"idle", "reading", "stalled"} {
+		b.Run(mode, func(b *testing.B) {
 			n := startBenchNode(b)
 			s, c := register(b, n.ControlAddr(), "bench", "i1")
 			var emitted atomic.Int64
 			ctx, stop := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
-			if flooded {
-				floodSubscriber(b, n)
+			if mode != "idle" {
+				_, sub := floodSubscriber(b, n)
+				if mode == "reading" {
+					wg.Go(func() { _, _ = io.Copy(io.Discard, sub.c) })
+				}
 				wg.Go(func() {
 					tick := time.NewTicker(time.Millisecond)
 					defer tick.Stop()
@@ -855,6 +860,7 @@ func BenchmarkSlowSubscriber(b *testing.B) {
 						emitted.Add(100)
 					}
 				})
+				defer sub.c.Close() // ends the reader
 			}
 			ping := "PING|" + s
 			start := time.Now()
@@ -865,8 +871,8 @@ func BenchmarkSlowSubscriber(b *testing.B) {
 			}
 			elapsed := time.Since(start)
 			stop()
-			wg.Wait()
 			b.ReportMetric(float64(emitted.Load())/elapsed.Seconds(), "events/s")
+			b.Cleanup(wg.Wait)
 		})
 	}
 }

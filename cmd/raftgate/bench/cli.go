@@ -92,6 +92,10 @@ func Main(args []string, self string, stdout, stderr io.Writer) int {
 		}
 		rep.Command = "raftgate bench " + strings.Join(args, " ") + "  # " + rep.Command
 		rep.WriteText(stdout)
+		if err := rep.Valid(); err != nil {
+			fmt.Fprintf(stderr, "raftgate bench %s: measured nothing usable: %v\n", name, err)
+			code = 1
+		}
 		for _, out := range []struct {
 			path  string
 			write func(string) error
