@@ -98,6 +98,11 @@ type Timing struct {
 // a leader cut off from its quorum step down well inside the 5 s hold
 // timeout. Snapshots every 8192 entries keep restarts fast; 10240 trailing
 // logs let a briefly absent follower catch up without a snapshot install.
+// CommitTimeout (5 ms) is how long the leader waits before telling idle
+// followers a new commit index: a follower that forwarded a write answers
+// only once it applied it, so this bounds the extra latency of writes sent
+// to followers and the time until every proxy serves an applied change
+// (20 ms measured 33 ms follower writes against 5 ms on the leader).
 // Memberlist uses its LAN profile: failure detection in a few seconds is
 // enough because raft elects on its own; gossip only drives membership and
 // lease detaches.
@@ -106,7 +111,7 @@ func DefaultTiming() Timing {
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond,
-		CommitTimeout:      20 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   2 * time.Minute,
 		TrailingLogs:       10240,

@@ -367,4 +367,3 @@ func applyRouteRemove(a *applyCtx) Result {
 	c.dropTarget(p.RouteID)
 	return Result{}
 }
-

@@ -219,4 +219,3 @@ func applyConfigRollback(a *applyCtx) Result {
 	a.sess.Staged = nil
 	return Result{}
 }
-
