@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftgate/raftgate/cluster"
 	"github.com/raftgate/raftgate/fsm"
 )
 
@@ -22,7 +23,7 @@ import (
 // result, except REGISTER, which answers the proposed session ID).
 type fakeCluster struct {
 	apply    func(ctx context.Context, cmd *fsm.Command) (fsm.Result, error)
-	status   func(ctx context.Context) ClusterStatus
+	status   func(ctx context.Context) cluster.Status
 	fanOut   func(ctx context.Context, name string, req []byte) (map[string][]byte, error)
 	activity func(sessionID string)
 
@@ -66,11 +67,11 @@ func (f *fakeCluster) RecordActivity(id string) {
 func (f *fakeCluster) Incarnation() string { return "inc1" }
 func (f *fakeCluster) NodeID() string      { return "n1" }
 
-func (f *fakeCluster) Status(ctx context.Context) ClusterStatus {
+func (f *fakeCluster) Status(ctx context.Context) cluster.Status {
 	if f.status != nil {
 		return f.status(ctx)
 	}
-	return ClusterStatus{Leader: "n1", Nodes: []NodeStatus{{ID: "n1", Alive: true}}}
+	return cluster.Status{Leader: "n1", Nodes: []cluster.NodeStatus{{ID: "n1", Alive: true}}}
 }
 
 func (f *fakeCluster) FanOut(ctx context.Context, name string, req []byte) (map[string][]byte, error) {

@@ -12,13 +12,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/raftgate/raftgate/cluster"
 	"github.com/raftgate/raftgate/fsm"
 	"github.com/raftgate/raftgate/proxy"
 )
 
-// Cluster is what the control server needs from the cluster layer. The
-// cluster package's Node satisfies it through a thin adapter in cmd, and
-// tests fake it with function fields.
+// Cluster is what the control server needs from the cluster layer:
+// *cluster.Node satisfies it, and tests fake it with function fields.
 type Cluster interface {
 	// Apply proposes cmd and returns once it is committed and applied on
 	// this node.
@@ -33,7 +33,7 @@ type Cluster interface {
 	Incarnation() string
 	NodeID() string
 	// Status describes the cluster for CLUSTER_STATUS.
-	Status(ctx context.Context) ClusterStatus
+	Status(ctx context.Context) cluster.Status
 	// FanOut calls the named handler on every live node (this one too).
 	FanOut(ctx context.Context, name string, req []byte) (map[string][]byte, error)
 	// Call calls the named handler on one node.
@@ -47,23 +47,6 @@ type DataPlane interface {
 	RouteStats(routeID string) proxy.RouteStats
 	BreakerStatus(routeID string) proxy.BreakerStatus
 	SessionInFlight(sessionID string) int64
-}
-
-// ClusterStatus is the CLUSTER_STATUS answer.
-type ClusterStatus struct {
-	Leader string       `json:"leader"`
-	Term   uint64       `json:"term"`
-	Nodes  []NodeStatus `json:"nodes"`
-}
-
-// NodeStatus is one node in CLUSTER_STATUS.
-type NodeStatus struct {
-	ID           string `json:"id"`
-	ControlAddr  string `json:"control_addr"`
-	ProxyAddr    string `json:"proxy_addr"`
-	RaftState    string `json:"raft_state"`
-	AppliedIndex uint64 `json:"applied_index"`
-	Alive        bool   `json:"alive"`
 }
 
 // Config configures a control server.

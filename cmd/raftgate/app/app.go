@@ -180,7 +180,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	liveNodes.Store(n.Cluster)
 
 	n.Control = protocol.NewServer(protocol.Config{
-		Cluster:      clusterAdapter{n.Cluster},
+		Cluster:      n.Cluster,
 		FSM:          n.FSM,
 		DataPlane:    n.Proxy,
 		Logger:       cfg.Logger,
@@ -272,23 +272,4 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.log.Info("node stopped")
 	})
 	return n.stopErr
-}
-
-// clusterAdapter presents cluster.Node to the control server.
-type clusterAdapter struct{ *cluster.Node }
-
-func (a clusterAdapter) Status(ctx context.Context) protocol.ClusterStatus {
-	st := a.Node.Status(ctx)
-	out := protocol.ClusterStatus{Leader: st.Leader, Term: st.Term, Nodes: make([]protocol.NodeStatus, 0, len(st.Nodes))}
-	for _, ns := range st.Nodes {
-		out.Nodes = append(out.Nodes, protocol.NodeStatus{
-			ID: ns.ID, ControlAddr: ns.ControlAddr, ProxyAddr: ns.ProxyAddr,
-			RaftState: ns.RaftState, AppliedIndex: ns.AppliedIndex, Alive: ns.Alive,
-		})
-	}
-	return out
-}
-
-func (a clusterAdapter) RegisterHandler(name string, h func(ctx context.Context, req []byte) ([]byte, error)) {
-	a.Node.RegisterHandler(name, h)
 }
