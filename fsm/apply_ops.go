@@ -37,7 +37,7 @@ func resolveTarget(target string, routes []Route) ([]string, string) {
 		for _, r := range routes {
 			out = append(out, r.ID)
 		}
-	case strings.HasPrefix(target, "r") && ValidateRouteID(strings.Split(target, ",")[0]) == nil:
+	case isRouteList(target):
 		for _, id := range strings.Split(target, ",") {
 			found := false
 			for _, r := range routes {
@@ -68,7 +68,7 @@ func resolveTarget(target string, routes []Route) ([]string, string) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, "no route matches target: " + target
+		return nil, "no route matches target: " + show(target)
 	}
 	return sortedUnique(out), ""
 }
@@ -77,6 +77,9 @@ func applyMaintEnter(a *applyCtx) Result {
 	var p MaintPayload
 	if err := a.cmd.Decode(&p); err != nil {
 		return fail("invalid format: %v", err)
+	}
+	if err := ValidateMaintTarget(p.Target); err != nil {
+		return fail("%v", err)
 	}
 	if p.Backend != "" {
 		if err := ValidateBackendURL(p.Backend); err != nil {
@@ -108,7 +111,7 @@ func applyMaintExit(a *applyCtx) Result {
 	}
 	ids, msg := resolveTarget(p.Target, inMaint)
 	if msg != "" {
-		return fail("not in maintenance: %s", p.Target)
+		return fail("not in maintenance: %s", show(p.Target))
 	}
 	drop := make(map[string]bool, len(ids))
 	for _, id := range ids {

@@ -111,18 +111,24 @@ func parseRequest(line string) (*request, *spec, *reply) {
 	req := &request{name: name}
 	// A txn- field right after the session is a transaction ID when the
 	// command without it is well formed.
-	if len(rest) >= 2 && sp.session && fsm.ValidTxnID(rest[1]) && sp.fits(len(rest)-1) {
+	// A JSON-last command's final field may hold '|', so it counts as one
+	// field however many pieces the split made of it.
+	limit := sp.maxArgs
+	if sp.session {
+		limit++
+	}
+	counted := func(n int) int {
+		if sp.jsonLast && n > limit {
+			return limit
+		}
+		return n
+	}
+	if len(rest) >= 2 && sp.session && fsm.ValidTxnID(rest[1]) && sp.fits(counted(len(rest)-1)) {
 		req.txn = rest[1]
 		rest = append([]string{rest[0]}, rest[2:]...)
 	}
-	if sp.jsonLast {
-		limit := sp.maxArgs
-		if sp.session {
-			limit++
-		}
-		if len(rest) > limit && limit > 0 {
-			rest = append(rest[:limit-1:limit-1], strings.Join(rest[limit-1:], "|"))
-		}
+	if sp.jsonLast && len(rest) > limit {
+		rest = append(rest[:limit-1:limit-1], strings.Join(rest[limit-1:], "|"))
 	}
 	if !sp.fits(len(rest)) {
 		r := errReplyf("invalid format: %s needs %s", name, sp.usage)

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -231,11 +234,33 @@ func (c *conn) readLoop() {
 		c.mu.Lock()
 		c.busy = true
 		c.mu.Unlock()
-		resp, closeAfter := c.srv.handleLine(c, line)
-		if !c.respond(resp) || closeAfter {
+		resp, closeAfter, ok := c.handle(line)
+		if !c.respond(resp) || closeAfter || !ok {
 			return
 		}
 	}
+}
+
+// handle runs one command. A panic in a handler is a bug, but it must not
+// take the node (and every other client's connection) down with it: it is
+// logged with its stack, the client gets a plain error, and the connection
+// closes, since the handler may have left it half-way through something.
+func (c *conn) handle(line string) (resp string, closeAfter, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.srv.log.Error("control command panicked", "conn", c.id, "command", printable(commandWord(line), 32),
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			resp, closeAfter, ok = "ERROR|internal error", true, false
+		}
+	}()
+	resp, closeAfter = c.srv.handleLine(c, line)
+	return resp, closeAfter, true
+}
+
+// commandWord is the first field of a line, for logs.
+func commandWord(line string) string {
+	w, _, _ := strings.Cut(line, "|")
+	return w
 }
 
 // respond writes a command's response, then lets the asynchronous lines

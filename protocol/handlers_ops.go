@@ -86,8 +86,8 @@ func (s *Server) cmdMaintEnter(c *conn, r *request) reply {
 	if len(r.args) == 2 {
 		backend = r.args[1]
 	}
-	if target == "" {
-		return errReply("invalid target: empty")
+	if err := fsm.ValidateMaintTarget(target); err != nil {
+		return errReply(err.Error())
 	}
 	if backend != "" {
 		if err := fsm.ValidateBackendURL(backend); err != nil {
@@ -98,8 +98,8 @@ func (s *Server) cmdMaintEnter(c *conn, r *request) reply {
 }
 
 func (s *Server) cmdMaintExit(c *conn, r *request) reply {
-	if r.args[0] == "" {
-		return errReply("invalid target: empty")
+	if err := fsm.ValidateMaintTarget(r.args[0]); err != nil {
+		return errReply(err.Error())
 	}
 	return s.write("ACK", fsm.CmdMaintExit, r.session, fsm.MaintPayload{Target: r.args[0]})
 }

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,4 +104,94 @@ func BenchmarkHTTPUtilProxy(b *testing.B) {
 	front := httptest.NewServer(rp)
 	defer front.Close()
 	loadLoop(b, front.URL+"/bench", "bench.test")
+}
+
+// BenchmarkProxyFeature prices each enforcement feature on its own, to
+// tell which one a BenchmarkProxyAllFeatures regression comes from.
+func BenchmarkProxyFeature(b *testing.B) {
+	features := []struct {
+		name string
+		set  func(s *fsm.RouteSettings)
+	}{
+		{"health", func(s *fsm.RouteSettings) {
+			s.Health = &fsm.HealthCheck{Path: "/", Interval: int64(time.Hour), Timeout: int64(time.Second)}
+		}},
+		{"breaker", func(s *fsm.RouteSettings) {
+			s.CircuitBreaker = &fsm.CircuitBreaker{Threshold: 5, Timeout: int64(time.Second), HalfOpenRequests: 1}
+		}},
+		{"ratelimit", func(s *fsm.RouteSettings) {
+			s.RateLimit = &fsm.RateLimit{Requests: 1 << 30, Window: int64(time.Second)}
+		}},
+	}
+	for _, f := range features {
+		b.Run(f.name, func(b *testing.B) { benchProxy(b, settings(f.set), Config{}) })
+	}
+}
+
+// BenchmarkProxyAllFeaturesRatio answers "is the proxy with every feature
+// on within 10% of the plain proxy?" on a shared, noisy machine: it runs
+// both in the same process and alternates rounds of 2,000 requests (64
+// concurrent keep-alive clients) between them, so background load hits
+// both alike. One iteration is one round of each; it reports ns/request of
+// each and their ratio.
+//
+//	go test -run '^$' -bench BenchmarkProxyAllFeaturesRatio -benchtime 20x ./proxy
+func BenchmarkProxyAllFeaturesRatio(b *testing.B) {
+	be := benchBackend(b)
+	all := settings(func(s *fsm.RouteSettings) {
+		s.Health = &fsm.HealthCheck{Path: "/", Interval: int64(time.Hour), Timeout: int64(time.Second)}
+		s.CircuitBreaker = &fsm.CircuitBreaker{Threshold: 5, Timeout: int64(time.Second), HalfOpenRequests: 1}
+		s.RateLimit = &fsm.RateLimit{Requests: 1 << 30, Window: int64(time.Second)}
+	})
+	front := func(st *fsm.RouteSettings) string {
+		p := New(Config{})
+		b.Cleanup(p.Close)
+		p.Update(newTable(1).add(route{id: "r1", domains: []string{"bench.test"}, backend: be.URL, settings: st}).build())
+		p.RunHealthChecks(b.Context())
+		s := httptest.NewServer(p)
+		b.Cleanup(s.Close)
+		return s.URL + "/bench"
+	}
+	plainURL, allURL := front(nil), front(all)
+	tr := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
+	b.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr}
+	const perRound, clients = 2000, 64
+	round := func(url string) time.Duration {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range clients {
+			wg.Go(func() {
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				req.Host = "bench.test"
+				for next.Add(1) <= perRound {
+					resp, err := c.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	round(plainURL) // warm both connection pools
+	round(allURL)
+	var plain, feat time.Duration
+	for b.Loop() {
+		plain += round(plainURL)
+		feat += round(allURL)
+	}
+	reqs := float64(b.N * perRound)
+	b.ReportMetric(float64(plain.Nanoseconds())/reqs, "plain-ns/req")
+	b.ReportMetric(float64(feat.Nanoseconds())/reqs, "all-ns/req")
+	b.ReportMetric(float64(feat)/float64(plain), "ratio")
 }

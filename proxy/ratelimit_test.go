@@ -134,3 +134,33 @@ func BenchmarkLimiterManyIPs(b *testing.B) {
 	}
 	b.ReportMetric(perIP, "heap-B/ip")
 }
+
+// BenchmarkLimiterManyIPsDefaultCap sends 1 million distinct client IPs
+// through a limiter under the default node-wide cap and reports the heap
+// the limiter holds: the cap, not the number of clients, bounds it.
+func BenchmarkLimiterManyIPsDefaultCap(b *testing.B) {
+	var heapMB float64
+	var tracked, capHits int64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		budget := &ipBudget{max: DefaultMaxRateLimitIPs}
+		l := newLimiter(10, time.Second, budget)
+		now := time.Now().UnixNano()
+		for i := range 1_000_000 {
+			var a [4]byte
+			a[0], a[1], a[2], a[3] = 10, byte(i>>16), byte(i>>8), byte(i)
+			l.allow(netip.AddrFrom4(a), now, 1)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heapMB = float64(after.HeapAlloc-before.HeapAlloc) / (1 << 20)
+		tracked, capHits = budget.tracked.Load(), budget.capHits.Load()
+		runtime.KeepAlive(l)
+	}
+	if tracked != DefaultMaxRateLimitIPs || capHits != 1_000_000-DefaultMaxRateLimitIPs {
+		b.Fatalf("tracked %d, cap hits %d", tracked, capHits)
+	}
+	b.ReportMetric(heapMB, "heap-MiB")
+}

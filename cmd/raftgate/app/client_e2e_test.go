@@ -104,6 +104,11 @@ func TestClientFailsOverAndKeepsItsSession(t *testing.T) {
 // TestClusterStatusListsEveryNode checks CLUSTER_STATUS from every node.
 func TestClusterStatusListsEveryNode(t *testing.T) {
 	tc := startCluster(t, 3)
+	// A new leader's first entries (no-op, barrier) never reach the FSM;
+	// its first command does. Wait for it rather than race it.
+	for _, n := range tc.nodes {
+		eventually(t, 10*time.Second, "first applied command", func() bool { return n.FSM.AppliedIndex() > 0 })
+	}
 	for _, n := range tc.nodes {
 		var st struct {
 			Leader string `json:"leader"`

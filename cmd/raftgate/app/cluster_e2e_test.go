@@ -74,6 +74,9 @@ func TestLeaderFailoverKeepsWritesAndTraffic(t *testing.T) {
 			}
 		}
 	}()
+	// The writers keep their own copy: the test clears tc.nodes[leader]
+	// once it stopped that node.
+	nodes := append([]*Node(nil), tc.nodes...)
 	var mu sync.Mutex
 	acked := map[string]int{}
 	for w := 0; w < 4; w++ {
@@ -81,8 +84,8 @@ func TestLeaderFailoverKeepsWritesAndTraffic(t *testing.T) {
 		go func(w int) {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil && i < 1000; i++ {
-				n := tc.nodes[(w+i)%3]
-				if n == tc.nodes[leader] {
+				n := nodes[(w+i)%3]
+				if n == nodes[leader] {
 					continue
 				}
 				line, err := onceNoFatal(n.ControlAddr(), fmt.Sprintf("ROUTE_ADD|%s|w%d-%d.example.com|/|%s|0", s, w, i, backend.URL))

@@ -52,13 +52,38 @@ func (r *round) inject(ctx context.Context, sc Scenario, rng *rand.Rand) FaultRe
 	default:
 		err = fmt.Errorf("unknown scenario %q", sc)
 	}
-	fr.Recovered = time.Duration(r.hist.now())
 	if err != nil {
 		fr.Error = err.Error()
 		r.hist.problem(fmt.Sprintf("%s: %v", sc, err))
+		// Put the cluster back together, so one failure does not drown
+		// the rest of the run in follow-on errors.
+		if rerr := r.h.repair(ctx); rerr != nil {
+			r.hist.problem("repair after " + string(sc) + ": " + rerr.Error())
+		}
 	}
+	fr.Recovered = time.Duration(r.hist.now())
 	r.h.log.Info("fault done", "round", r.num, "scenario", sc, "targets", fr.Targets, "took", (fr.Recovered - fr.Start).Round(time.Millisecond), "err", err)
 	return fr
+}
+
+// repair heals every partition, starts every member that is not running,
+// resumes stopped ones, and waits until all serve.
+func (h *harness) repair(ctx context.Context) error {
+	var firstErr error
+	for _, n := range h.currentMembers() {
+		end := h.probes.exclude(n)
+		if n.isRunning() {
+			_ = n.signal(syscall.SIGCONT)
+			_ = n.partition(ctx, nil)
+		} else if err := n.start(h.cfg.Binary, h.cfg.ServeArgs); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		if err := h.waitServing(ctx, n); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		end()
+	}
+	return firstErr
 }
 
 // findLeader polls the running members until one of them says it leads.
@@ -242,11 +267,14 @@ func (h *harness) rollingRestart(ctx context.Context, rng *rand.Rand, fr *FaultR
 		n := members[i]
 		fr.Targets = append(fr.Targets, n.id)
 		end := h.probes.exclude(n)
+		t0 := time.Now()
 		err := n.stop(30 * time.Second)
+		stopped := time.Now()
 		if err == nil {
 			err = h.restart(ctx, n)
 		}
 		end()
+		h.log.Info("node restarted", "node", n.id, "stop", stopped.Sub(t0).Round(time.Millisecond), "start", time.Since(stopped).Round(time.Millisecond), "err", err)
 		if err != nil {
 			return err
 		}

@@ -149,8 +149,13 @@ func (n *node) stop(limit time.Duration) error {
 		return err
 	}
 	if err := n.wait(limit); err != nil {
-		_ = n.kill()
-		return fmt.Errorf("graceful stop: %w", err)
+		// Ask the Go runtime for a goroutine dump into the node's log
+		// before the kill: a stop that hangs is a bug worth a trace.
+		_ = n.signal(syscall.SIGQUIT)
+		if n.wait(3*time.Second) != nil {
+			_ = n.kill()
+		}
+		return fmt.Errorf("graceful stop: %w (goroutine dump in %s)", err, n.logPath)
 	}
 	return nil
 }

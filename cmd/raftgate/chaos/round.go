@@ -160,33 +160,42 @@ func (r *round) witnessIsolated(ctx context.Context, oldLeader, newLeader *node)
 		r.hist.problem(fmt.Sprintf("witness: the majority led by %s acknowledged no write while %s was isolated", newLeader.id, oldLeader.id))
 		return
 	}
-	// ...must be in any read the isolated old leader answers.
+	// ...must be in any read the isolated old leader answers, and a write
+	// sent to it must not be acknowledged (if it is, the final checks make
+	// sure it survived). Both at once: each may take the full timeout.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		resp, err := r.witnessOp(ctx, oldLeader, opInput{Session: s.idx, Kind: opAdd, Tag: s.newTag()}, isolatedTimeout)
+		if err == nil && strings.HasPrefix(resp, "ROUTE_OK|") {
+			r.hist.mu.Lock()
+			r.hist.isolatedAcks++
+			r.hist.mu.Unlock()
+		}
+	}()
+	defer wg.Wait()
 	resp, err := r.witnessOp(ctx, oldLeader, opInput{Session: s.idx, Kind: opList}, isolatedTimeout)
 	r.hist.mu.Lock()
 	r.hist.staleChecks++
 	r.hist.mu.Unlock()
-	if err == nil && strings.HasPrefix(resp, "ROUTE_LIST_OK|") {
-		rs, perr := parseList(resp)
-		seen := false
-		for _, rt := range rs {
-			if t, ok := routeTag(rt.Path); ok && t == tag && rt.Status == "active" {
-				seen = true
-			}
-		}
-		if perr != nil || !seen {
-			r.hist.mu.Lock()
-			r.hist.staleReads++
-			r.hist.mu.Unlock()
-			r.hist.problem(fmt.Sprintf("stale read: isolated old leader %s answered ROUTE_LIST without /t%d, acknowledged by the majority: %s", oldLeader.id, tag, resp))
+	if err != nil || !strings.HasPrefix(resp, "ROUTE_LIST_OK|") {
+		return // refused or timed out: what an isolated node must do
+	}
+	// The concurrent add may or may not be in the answer; the majority's
+	// route must be, and active.
+	rs, perr := parseList(resp)
+	seen := false
+	for _, rt := range rs {
+		if t, ok := routeTag(rt.Path); ok && t == tag && rt.Status == "active" {
+			seen = true
 		}
 	}
-	// A write sent to the isolated leader must not be acknowledged; if it
-	// is, the final checks make sure it survived.
-	resp, err = r.witnessOp(ctx, oldLeader, opInput{Session: s.idx, Kind: opAdd, Tag: s.newTag()}, isolatedTimeout)
-	if err == nil && strings.HasPrefix(resp, "ROUTE_OK|") {
+	if perr != nil || !seen {
 		r.hist.mu.Lock()
-		r.hist.isolatedAcks++
+		r.hist.staleReads++
 		r.hist.mu.Unlock()
+		r.hist.problem(fmt.Sprintf("stale read: isolated old leader %s answered ROUTE_LIST without /t%d, acknowledged by the majority: %s", oldLeader.id, tag, resp))
 	}
 }
 

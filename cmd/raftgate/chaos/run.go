@@ -278,44 +278,44 @@ func (h *harness) startCluster(ctx context.Context) error {
 	return nil
 }
 
-// startHolders registers the probe session and the idle sessions, waits
-// until every proxy serves the probe route, and starts the probe loops.
+// startHolders registers the probe session and the idle sessions (the
+// holders work in parallel, so raft batches their writes), waits until
+// every proxy serves the probe route, and starts the probe loops.
 func (h *harness) startHolders(ctx context.Context, wg *sync.WaitGroup) ([]idleSession, error) {
 	count := h.cfg.IdleSessions
-	perHolder := 125
+	const perHolder = 125
 	nHolders := max(1, (count+perHolder-1)/perHolder)
-	var all []idleSession
+	holders := make([]*holder, nHolders)
+	held := make([][]idleSession, nHolders)
+	errs := make([]error, nHolders)
+	var setup sync.WaitGroup
 	for k := range nHolders {
-		n := h.nodes[k%len(h.nodes)]
-		c, err := dialLine(ctx, n.control, 2*time.Second)
-		if err != nil {
-			return nil, err
+		setup.Add(1)
+		go func() {
+			defer setup.Done()
+			holders[k], held[k], errs[k] = h.newHolder(ctx, k, k*perHolder, min((k+1)*perHolder, count))
+		}()
+	}
+	setup.Wait()
+	var all []idleSession
+	var firstErr error
+	for k, ho := range holders {
+		if errs[k] != nil && firstErr == nil {
+			firstErr = errs[k]
 		}
-		ho := &holder{h: h, conn: c, node: n.id, rng: rand.New(rand.NewPCG(uint64(h.cfg.Seed), uint64(k)+1000))}
-		if k == 0 {
-			probe, err := h.registerHeld(c, "chaos-probe", "probe", 1, func(int) string { return probeHost }, probePath)
-			if err != nil {
-				c.close()
-				return nil, err
-			}
-			all = append(all, probe...)
-			ho.sessions = append(ho.sessions, probe[0].id)
+		if ho == nil {
+			continue
 		}
-		from, to := k*perHolder, min((k+1)*perHolder, count)
-		if to > from {
-			idle, err := h.registerHeld(c, "chaos-idle", fmt.Sprintf("h%d-", k), to-from,
-				func(i int) string { return fmt.Sprintf("idle-%d-%d.chaos.test", k, i) }, "/idle")
-			if err != nil {
-				c.close()
-				return nil, err
-			}
-			for _, s := range idle {
-				ho.sessions = append(ho.sessions, s.id)
-			}
-			all = append(all, idle...)
+		if firstErr != nil {
+			ho.conn.close()
+			continue
 		}
+		all = append(all, held[k]...)
 		wg.Add(1)
 		go ho.run(ctx, wg)
+	}
+	if firstErr != nil {
+		return nil, firstErr
 	}
 	for _, n := range h.nodes {
 		if err := h.waitServing(ctx, n); err != nil {
@@ -324,6 +324,39 @@ func (h *harness) startHolders(ctx context.Context, wg *sync.WaitGroup) ([]idleS
 		h.probes.start(ctx, n)
 	}
 	return all, nil
+}
+
+// newHolder opens holder k on a node and registers its sessions: idle
+// sessions from..to, and for holder 0 the probe session.
+func (h *harness) newHolder(ctx context.Context, k, from, to int) (*holder, []idleSession, error) {
+	n := h.nodes[k%len(h.nodes)]
+	c, err := dialLine(ctx, n.control, 2*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	ho := &holder{h: h, conn: c, node: n.id, rng: rand.New(rand.NewPCG(uint64(h.cfg.Seed), uint64(k)+1000))}
+	var all []idleSession
+	if k == 0 {
+		probe, err := h.registerHeld(c, "chaos-probe", "probe", 1, func(int) string { return probeHost }, probePath)
+		if err != nil {
+			c.close()
+			return nil, nil, err
+		}
+		all = append(all, probe...)
+	}
+	if to > from {
+		idle, err := h.registerHeld(c, "chaos-idle", fmt.Sprintf("h%d-", k), to-from,
+			func(i int) string { return fmt.Sprintf("idle-%d-%d.chaos.test", k, i) }, "/idle")
+		if err != nil {
+			c.close()
+			return nil, nil, err
+		}
+		all = append(all, idle...)
+	}
+	for _, s := range all {
+		ho.sessions = append(ho.sessions, s.id)
+	}
+	return ho, all, nil
 }
 
 // checkSessionsAlive asks for SESSION_INFO of every workload session.
