@@ -79,6 +79,7 @@ func (n *Node) applyOnce(ctx context.Context, data []byte) (applyReply, error) {
 	if addr == "" {
 		return applyReply{}, fmt.Errorf("leader %s: %w (its RPC address is not known yet)", leader, errNoLeaderYet)
 	}
+	n.forwarded.Add(1)
 	body, err := n.pool.call(ctx, addr, rpcApply, data)
 	if err != nil {
 		return applyReply{}, fmt.Errorf("forward to leader %s: %w", leader, err)
@@ -305,3 +306,14 @@ func (n *Node) registerInternalHandlers() {
 		return nil, n.removeServer(string(req))
 	})
 }
+
+// ForwardedWrites counts write attempts this node forwarded to a leader
+// (retries included).
+func (n *Node) ForwardedWrites() uint64 { return n.forwarded.Load() }
+
+// Term is the raft term this node is in.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
+// RaftState is this node's raft role: leader, follower, candidate or
+// shutdown.
+func (n *Node) RaftState() string { return raftStateName(n.raft.State()) }

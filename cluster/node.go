@@ -73,7 +73,8 @@ type Node struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 	left         atomic.Bool
-	leaving      atomic.Bool // gossiped in the metadata during Leave
+	forwarded    atomic.Uint64 // writes forwarded to the leader, retries included
+	leaving      atomic.Bool   // gossiped in the metadata during Leave
 }
 
 // Event types of ClusterEvent.

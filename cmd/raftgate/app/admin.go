@@ -32,6 +32,15 @@ func (n *Node) registerMetrics() {
 		}
 		return 0
 	})
+	gauge("raft_term", "The raft term this node is in.", func() float64 { return float64(n.Cluster.Term()) })
+	r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "raftgate", Name: "raft_forwarded_writes_total",
+		Help: "Write attempts this node forwarded to the leader, retries included."},
+		func() float64 { return float64(n.Cluster.ForwardedWrites()) }))
+	for _, state := range []string{"leader", "follower", "candidate", "shutdown"} {
+		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "raftgate", Name: "raft_state",
+			Help: "1 for the raft role this node is in, 0 for the others.", ConstLabels: prometheus.Labels{"state": state}},
+			func() float64 { return boolGauge(n.Cluster.RaftState() == state) }))
+	}
 	gauge("raft_applied_index", "Index of the last log entry applied on this node.", func() float64 {
 		return float64(n.FSM.AppliedIndex())
 	})
@@ -189,4 +198,11 @@ func (n *Node) handleFaults(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = json.NewEncoder(w).Encode(faultRequest{Partition: n.Faults.Partitioned()})
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -152,10 +152,12 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Errorf("latency is not a histogram")
 	}
 
-	leaders := 0.0
+	leaders, stateLeaders, forwarded := 0.0, 0.0, 0.0
 	for _, n := range tc.nodes {
 		f := scrape(t, n)
-		for _, name := range []string{"raftgate_raft_applied_index", "raftgate_routing_table_index"} {
+		stateLeaders += metricValue(t, f, "raftgate_raft_state", map[string]string{"state": "leader"})
+		forwarded += metricValue(t, f, "raftgate_raft_forwarded_writes_total", nil)
+		for _, name := range []string{"raftgate_raft_applied_index", "raftgate_routing_table_index", "raftgate_raft_term"} {
 			if v := metricValue(t, f, name, nil); v <= 0 {
 				t.Errorf("%s on %s = %v", name, n.cfg.NodeID, v)
 			}
@@ -166,8 +168,12 @@ func TestMetricsEndpoint(t *testing.T) {
 		// Every node exports the routes it serves, even without traffic.
 		metricValue(t, f, "raftgate_proxy_breaker_state", route(r2))
 	}
-	if leaders != 1 {
-		t.Errorf("raftgate_raft_is_leader sums to %v over the cluster, want 1", leaders)
+	if leaders != 1 || stateLeaders != 1 {
+		t.Errorf("raftgate_raft_is_leader sums to %v and raft_state{state=leader} to %v over the cluster, want 1", leaders, stateLeaders)
+	}
+	// The test's writes went through every node, so followers forwarded.
+	if forwarded == 0 {
+		t.Error("raftgate_raft_forwarded_writes_total is 0 on every node")
 	}
 
 	for _, path := range []string{"/healthz", "/readyz"} {
