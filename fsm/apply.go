@@ -24,7 +24,10 @@ const (
 // applied is what applyCommand returns for one entry.
 type applied struct {
 	Notification
-	tableDirty bool
+	// dirty lists the sessions whose contribution to the routing table
+	// may have changed (what they served before the entry, after it, or
+	// both); the FSM recomputes only their hosts and routes.
+	dirty []string
 }
 
 // applier applies one command type. sess is the named session, already
@@ -118,6 +121,10 @@ func (a *applyCtx) dispatch() Result {
 	return fn(a)
 }
 
+// tableChanged records that session id's routing table contribution
+// changed.
+func (a *applyCtx) tableChanged(id string) { a.out.dirty = append(a.out.dirty, id) }
+
 func fail(format string, args ...any) Result { return Result{Err: fmt.Sprintf(format, args...)} }
 
 // endSession removes a session and everything it serves in one step.
@@ -128,7 +135,7 @@ func (a *applyCtx) endSession(s *Session, reason string) {
 		delete(a.st.byInstance, instanceKey(s.Service, s.Instance))
 	}
 	if len(s.Active.Routes) > 0 {
-		a.out.tableDirty = true
+		a.tableChanged(s.ID)
 	}
 	a.out.Ended = append(a.out.Ended, EndedSession{Session: *s, Reason: reason})
 }

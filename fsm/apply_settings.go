@@ -211,7 +211,7 @@ func applyConfigApply(a *applyCtx) Result {
 	if len(a.sess.Maintenance.Routes) == 0 {
 		a.sess.Maintenance = Maintenance{}
 	}
-	a.out.tableDirty = true
+	a.tableChanged(a.sess.ID)
 	return Result{}
 }
 

@@ -37,9 +37,12 @@ type FSM struct {
 	state *State
 	index uint64 // last applied log index
 
-	// table is the routing table of the applied state, rebuilt after each
+	// table is the routing table of the applied state, patched after each
 	// batch that changed active configuration.
 	table *RoutingTable
+	// contrib is what each session contributes to table; it tells a
+	// patch which hosts and routes a changed session served before.
+	contrib map[string]contribution
 	// provisionalUntil is the last index of a provisional table handed to
 	// the proxy (PublishProvisional); applied tables older than it are not
 	// published, so the proxy never goes back to an older table while the
@@ -57,7 +60,7 @@ type FSM struct {
 // New returns an FSM with an empty state.
 func New() *FSM {
 	f := &FSM{state: NewState(), appliedCond: make(chan struct{})}
-	f.table = BuildTable(f.state, 0)
+	f.table, f.contrib = buildTable(f.state, 0)
 	return f
 }
 
@@ -171,7 +174,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
 	notes := make([]Notification, 0, len(logs))
 	f.mu.Lock()
-	tableDirty := false
+	var dirty map[string]bool
 	for i, l := range logs {
 		if l.Index > f.index {
 			f.index = l.Index
@@ -187,22 +190,38 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			panic(fmt.Sprintf("fsm: log entry %d: %v", l.Index, err))
 		}
 		n := f.applyCommand(cmd, l.Index)
-		tableDirty = tableDirty || n.tableDirty
+		for _, id := range n.dirty {
+			if dirty == nil {
+				dirty = make(map[string]bool)
+			}
+			dirty[id] = true
+		}
 		out[i] = n.Result
 		notes = append(notes, n.Notification)
 	}
 	var table *RoutingTable
-	if f.provisionalUntil != 0 && f.index >= f.provisionalUntil {
-		// Caught up with the provisional table: replace it with the
-		// committed one even if this batch changed nothing.
-		f.provisionalUntil = 0
-		tableDirty = true
+	publish := len(dirty) > 0
+	if len(dirty) > 0 {
+		f.table = patchTable(f.table, f.contrib, f.state, dirty, f.index)
 	}
-	if tableDirty {
-		f.table = BuildTable(f.state, f.index)
-		if f.provisionalUntil == 0 {
-			table = f.table
+	if f.provisionalUntil != 0 {
+		publish = false
+		if f.index >= f.provisionalUntil {
+			// Caught up with the provisional table: replace it with the
+			// committed one even if this batch changed nothing. The
+			// subscribers hold the provisional table, not the base of
+			// this one's delta, so they recompile it whole.
+			f.provisionalUntil = 0
+			publish = true
+			if f.table.Index != f.index {
+				t := *f.table
+				t.Index, t.Gen, t.Delta = f.index, tableGen.Add(1), nil
+				f.table = &t
+			}
 		}
+	}
+	if publish {
+		table = f.table
 	}
 	f.mu.Unlock()
 
@@ -274,11 +293,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		d.State.Requests.Results = make(map[string]Result)
 	}
 	d.State.reindex()
-	table := BuildTable(d.State, d.Index)
+	table, contrib := buildTable(d.State, d.Index)
 	f.mu.Lock()
 	f.state = d.State
 	f.index = d.Index
-	f.table = table
+	f.table, f.contrib = table, contrib
 	publish := f.provisionalUntil == 0 || d.Index >= f.provisionalUntil
 	if publish {
 		f.provisionalUntil = 0
@@ -339,7 +358,8 @@ func (f *FSM) PublishProvisional(logs []*raft.Log) (uint64, error) {
 		return 0, nil
 	}
 	t2 := *t
-	t2.Index = last
+	// A fresh generation and no delta: no subscriber holds its base.
+	t2.Index, t2.Gen, t2.Delta = last, tableGen.Add(1), nil
 	f.mu.Lock()
 	f.provisionalUntil = last
 	f.mu.Unlock()

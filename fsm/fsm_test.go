@@ -83,11 +83,11 @@ func TestRouteLifecycleStagedThenActive(t *testing.T) {
 	if got := l.session(s).RouteList(); len(got) != 1 || got[0].Status != "staged" {
 		t.Fatalf("route list before apply = %+v", got)
 	}
-	if p := l.f.Table().Exact["example.com"]; len(p) != 0 {
+	if p := l.f.Table().Exact.Get("example.com"); len(p) != 0 {
 		t.Fatal("staged route is in the routing table before CONFIG_APPLY")
 	}
 	l.mustOK(CmdConfigApply, s, nil)
-	pools := l.f.Table().Exact["example.com"]
+	pools := l.f.Table().Exact.Get("example.com")
 	if len(pools) != 1 || pools[0].Members[0].Backend != "http://127.0.0.1:9000" {
 		t.Fatalf("table after apply = %+v", pools)
 	}
@@ -100,7 +100,7 @@ func TestRouteLifecycleStagedThenActive(t *testing.T) {
 	if got := l.session(s).RouteList(); got[0].Status != "active" {
 		t.Fatalf("status after rollback = %q", got[0].Status)
 	}
-	if len(l.f.Table().Exact["example.com"]) != 1 {
+	if len(l.f.Table().Exact.Get("example.com")) != 1 {
 		t.Fatal("rolled-back removal dropped the route")
 	}
 	// An update shows as pending_update until applied.
@@ -113,7 +113,7 @@ func TestRouteLifecycleStagedThenActive(t *testing.T) {
 		t.Fatalf("diff = %+v", d)
 	}
 	l.mustOK(CmdShutdown, s, nil)
-	if len(l.f.Table().Exact["example.com"]) != 0 || l.session(s) != nil {
+	if len(l.f.Table().Exact.Get("example.com")) != 0 || l.session(s) != nil {
 		t.Fatal("shutdown left the session or its routes")
 	}
 }
@@ -134,14 +134,14 @@ func TestApplyIsAtomicAndNamesTheConflict(t *testing.T) {
 	if r.Err != "route "+bad+": example.com/api is served by service billing" {
 		t.Fatalf("apply error = %q", r.Err)
 	}
-	if len(l.f.Table().Exact["other.com"]) != 0 {
+	if len(l.f.Table().Exact.Get("other.com")) != 0 {
 		t.Fatalf("valid part %s went active although apply failed", good)
 	}
 	// Same service, second instance: joins the pool.
 	c := l.register("billing", "c")
 	l.mustOK(CmdRouteAdd, c, route("example.com", "/api", "http://127.0.0.1:4"))
 	l.mustOK(CmdConfigApply, c, nil)
-	pools := l.f.Table().Exact["example.com"]
+	pools := l.f.Table().Exact.Get("example.com")
 	if len(pools) != 1 || len(pools[0].Members) != 2 {
 		t.Fatalf("same-service routes did not form one pool: %+v", pools)
 	}
@@ -182,7 +182,7 @@ func TestReRegisterReplacesInOneStep(t *testing.T) {
 	if len(ended) != 1 || ended[0].Reason != "replaced" || ended[0].Session.ID != old {
 		t.Fatalf("ended = %+v", ended)
 	}
-	if len(l.f.Table().Exact["example.com"]) != 0 {
+	if len(l.f.Table().Exact.Get("example.com")) != 0 {
 		t.Fatal("old session's routes survived the replacement")
 	}
 }
@@ -210,7 +210,7 @@ func TestDetachedSessionExpiresAfterGrace(t *testing.T) {
 		t.Fatalf("expired = %v", got)
 	}
 	l.mustOK(CmdExpire, "", SessionsPayload{Sessions: got, Grace: int64(grace)})
-	if l.session(s) != nil || len(l.f.Table().Exact["example.com"]) != 0 {
+	if l.session(s) != nil || len(l.f.Table().Exact.Get("example.com")) != 0 {
 		t.Fatal("expiry left the session or its routes")
 	}
 }
@@ -260,7 +260,7 @@ func TestMaintenanceTargets(t *testing.T) {
 	if got := l.mustOK(CmdMaintEnter, s, MaintPayload{Target: "a.com", Backend: "http://127.0.0.1:9"}); got != r1 {
 		t.Fatalf("domain target resolved to %q", got)
 	}
-	m := l.f.Table().Routes[r1][0]
+	m := l.f.Table().Routes.Get(r1)[0]
 	if !m.InMaintenance || m.MaintenanceBackend != "http://127.0.0.1:9" {
 		t.Fatalf("member = %+v", m)
 	}
@@ -268,7 +268,7 @@ func TestMaintenanceTargets(t *testing.T) {
 		t.Fatalf("unknown route target: %q", r.Err)
 	}
 	l.mustOK(CmdMaintExit, s, MaintPayload{Target: TargetAll})
-	if len(l.session(s).Maintenance.Routes) != 0 || l.f.Table().Routes[r1][0].InMaintenance {
+	if len(l.session(s).Maintenance.Routes) != 0 || l.f.Table().Routes.Get(r1)[0].InMaintenance {
 		t.Fatal("maintenance not left")
 	}
 }
@@ -390,10 +390,10 @@ func TestProvisionalTableFromTheLocalLog(t *testing.T) {
 		t.Fatalf("PublishProvisional = %d, %v", idx, err)
 	}
 	last := published[len(published)-1]
-	if len(last.Exact["example.com"]) != 1 || last.Index != idx {
+	if len(last.Exact.Get("example.com")) != 1 || last.Index != idx {
 		t.Fatalf("provisional table does not serve the logged route: %+v", last)
 	}
-	if l.f.AppliedIndex() >= idx || len(l.f.Table().Exact["example.com"]) != 0 {
+	if l.f.AppliedIndex() >= idx || len(l.f.Table().Exact.Get("example.com")) != 0 {
 		t.Fatal("PublishProvisional changed the applied state")
 	}
 	// Catching up: older applied tables are not published over it...
@@ -404,7 +404,7 @@ func TestProvisionalTableFromTheLocalLog(t *testing.T) {
 	}
 	// ...and reaching its index publishes the committed table.
 	l.f.ApplyBatch(pending[2:])
-	if len(published) != n+1 || len(published[n].Exact["example.com"]) != 1 {
+	if len(published) != n+1 || len(published[n].Exact.Get("example.com")) != 1 {
 		t.Fatalf("committed table not published on catching up (%d tables)", len(published))
 	}
 }

@@ -1,27 +1,51 @@
 package fsm
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // RoutingTable is the immutable view of every session's active
-// configuration that a node's proxy serves. BuildTable makes a new one after
-// each log entry that changes active configuration; nothing mutates it
-// afterwards, so the data plane reads it without locks.
+// configuration that a node's proxy serves. The FSM derives a new one after
+// each batch that changes active configuration, from the previous one plus
+// the sessions the batch touched; nothing mutates it afterwards, so the
+// data plane reads it without locks.
 type RoutingTable struct {
 	// Index is the log index of the last entry the table reflects.
 	Index uint64
 	// Exact maps a lower-case host name to its pools, best match first.
-	Exact map[string][]*Pool
+	Exact ShardMap[[]*Pool]
 	// Wildcard maps the parent of a "*.parent" pattern to its pools, best
 	// match first. A wildcard matches exactly one more label.
-	Wildcard map[string][]*Pool
+	Wildcard ShardMap[[]*Pool]
 	// Routes maps every active route ID to its members (one per domain).
-	Routes map[string][]*Member
+	Routes ShardMap[[]*Member]
+
+	// Gen identifies this table among all tables of the process. It is not
+	// part of the replicated state.
+	Gen uint64
+	// Delta, when not nil, lists every key whose value differs from the
+	// table whose Gen is Delta.Base; a subscriber holding that table can
+	// patch instead of recompiling everything.
+	Delta *TableDelta
 }
+
+// TableDelta is what changed between two routing tables: every key of
+// Exact, Wildcard and Routes that was added, removed or given a new value.
+// Keys not listed hold identical values (the same pointers) in both.
+type TableDelta struct {
+	Base     uint64
+	Exact    []string
+	Wildcard []string
+	Routes   []string
+}
+
+// tableGen numbers routing tables; zero means "no table".
+var tableGen atomic.Uint64
 
 // Pool is the set of backends that serve one domain+path at one priority for
 // one service. Routes of several sessions of the same service that name the
@@ -123,68 +147,225 @@ func DefaultOptions() Options {
 const RequestHeaderPrefix = "request:"
 
 // BuildTable derives the routing table from the active configuration of
-// every session. It is a pure function of s.
+// every session. Apart from Gen it is a pure function of s; the FSM uses it
+// after Restore and as the reference its incremental updates must equal.
 func BuildTable(s *State, index uint64) *RoutingTable {
-	t := &RoutingTable{
-		Index:    index,
-		Exact:    make(map[string][]*Pool),
-		Wildcard: make(map[string][]*Pool),
-		Routes:   make(map[string][]*Member),
-	}
-	type poolKey struct {
-		domain, path, service string
-		priority              int
-	}
+	t, _ := buildTable(s, index)
+	return t
+}
+
+// buildTable is BuildTable that also returns what each session contributes.
+func buildTable(s *State, index uint64) (*RoutingTable, map[string]contribution) {
+	exact := make(map[string][]*Pool)
+	wildcard := make(map[string][]*Pool)
+	routes := make(map[string][]*Member)
+	contrib := make(map[string]contribution)
 	pools := make(map[poolKey]*Pool)
 	for _, id := range s.sortedSessionIDs() {
 		sess := s.Sessions[id]
-		maint := make(map[string]bool, len(sess.Maintenance.Routes))
-		for _, r := range sess.Maintenance.Routes {
-			maint[r] = true
-		}
-		for i := range sess.Active.Routes {
-			r := &sess.Active.Routes[i]
-			settings := effectiveSettings(&sess.Active, r.ID)
-			if settings.CircuitBreaker != nil {
-				settings.CircuitBreaker.ResetGeneration = sess.BreakerResets[r.ID]
-			}
-			for _, d := range r.Domains {
-				m := &Member{
-					RouteID:            r.ID,
-					SessionID:          sess.ID,
-					Backend:            r.Backend,
-					Settings:           settings,
-					InMaintenance:      maint[r.ID],
-					MaintenanceBackend: sess.Maintenance.Backend,
-					Drain:              sess.Drain,
+		c := sessionMembers(sess, func(r *Route, d string, m *Member) {
+			k := poolKey{d, r.Path, sess.Service, r.Priority}
+			p := pools[k]
+			if p == nil {
+				p = &Pool{Domain: d, Path: r.Path, Priority: r.Priority, Service: sess.Service}
+				pools[k] = p
+				if parent, ok := strings.CutPrefix(d, "*."); ok {
+					wildcard[parent] = append(wildcard[parent], p)
+				} else {
+					exact[d] = append(exact[d], p)
 				}
-				k := poolKey{d, r.Path, sess.Service, r.Priority}
-				p := pools[k]
-				if p == nil {
-					p = &Pool{Domain: d, Path: r.Path, Priority: r.Priority, Service: sess.Service}
-					pools[k] = p
-					if parent, ok := strings.CutPrefix(d, "*."); ok {
-						t.Wildcard[parent] = append(t.Wildcard[parent], p)
-					} else {
-						t.Exact[d] = append(t.Exact[d], p)
-					}
-				}
-				p.Members = append(p.Members, m)
-				t.Routes[r.ID] = append(t.Routes[r.ID], m)
 			}
+			p.Members = append(p.Members, m)
+			routes[r.ID] = append(routes[r.ID], m)
+		})
+		if len(c.routes) > 0 {
+			contrib[id] = c
 		}
 	}
-	for _, m := range []map[string][]*Pool{t.Exact, t.Wildcard} {
+	for _, m := range []map[string][]*Pool{exact, wildcard} {
 		for _, ps := range m {
 			sortPools(ps)
 			for _, p := range ps {
-				sort.SliceStable(p.Members, func(i, j int) bool {
-					return routeNumber(p.Members[i].RouteID) < routeNumber(p.Members[j].RouteID)
-				})
+				sortMembers(p.Members)
 			}
 		}
 	}
-	return t
+	t := &RoutingTable{
+		Index:    index,
+		Exact:    NewShardMap(exact),
+		Wildcard: NewShardMap(wildcard),
+		Routes:   NewShardMap(routes),
+		Gen:      tableGen.Add(1),
+	}
+	return t, contrib
+}
+
+type poolKey struct {
+	domain, path, service string
+	priority              int
+}
+
+// contribution is what one session puts into the routing table: the
+// domains (as configured) and route IDs of its active routes. The FSM keeps
+// it per session so that a change knows what the session served before.
+type contribution struct {
+	domains []string // distinct
+	routes  []string
+}
+
+// sessionMembers calls fn for the member of every domain of every active
+// route of sess, in route order, and returns the session's contribution.
+func sessionMembers(sess *Session, fn func(r *Route, domain string, m *Member)) contribution {
+	var c contribution
+	if len(sess.Active.Routes) == 0 {
+		return c
+	}
+	maint := make(map[string]bool, len(sess.Maintenance.Routes))
+	for _, r := range sess.Maintenance.Routes {
+		maint[r] = true
+	}
+	seen := make(map[string]bool)
+	for i := range sess.Active.Routes {
+		r := &sess.Active.Routes[i]
+		settings := effectiveSettings(&sess.Active, r.ID)
+		if settings.CircuitBreaker != nil {
+			settings.CircuitBreaker.ResetGeneration = sess.BreakerResets[r.ID]
+		}
+		c.routes = append(c.routes, r.ID)
+		for _, d := range r.Domains {
+			if !seen[d] {
+				seen[d] = true
+				c.domains = append(c.domains, d)
+			}
+			fn(r, d, &Member{
+				RouteID:            r.ID,
+				SessionID:          sess.ID,
+				Backend:            r.Backend,
+				Settings:           settings,
+				InMaintenance:      maint[r.ID],
+				MaintenanceBackend: sess.Maintenance.Backend,
+				Drain:              sess.Drain,
+			})
+		}
+	}
+	return c
+}
+
+func sortMembers(ms []*Member) {
+	sort.SliceStable(ms, func(i, j int) bool {
+		return routeNumber(ms[i].RouteID) < routeNumber(ms[j].RouteID)
+	})
+}
+
+// patchTable derives the table of state s from prev, the table of the
+// state before the sessions in dirty changed, and updates contrib (what
+// each session contributes to prev) to match the result. Only the hosts
+// and routes of dirty sessions, before and after, are recomputed, so the
+// cost follows the change, not the table. The result equals
+// BuildTable(s, index) except for Gen and Delta.
+func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, dirty map[string]bool, index uint64) *RoutingTable {
+	type placed struct {
+		key poolKey
+		m   *Member
+	}
+	hosts := make(map[string]bool)     // domains as configured
+	added := make(map[string][]placed) // domain -> members of dirty sessions
+	setRoutes := make(map[string][]*Member)
+	var delRoutes []string
+	for id := range dirty {
+		old := contrib[id]
+		for _, d := range old.domains {
+			hosts[d] = true
+		}
+		delRoutes = append(delRoutes, old.routes...)
+		delete(contrib, id)
+		sess := s.Sessions[id]
+		if sess == nil {
+			continue
+		}
+		c := sessionMembers(sess, func(r *Route, d string, m *Member) {
+			added[d] = append(added[d], placed{poolKey{d, r.Path, sess.Service, r.Priority}, m})
+			setRoutes[r.ID] = append(setRoutes[r.ID], m)
+		})
+		for _, d := range c.domains {
+			hosts[d] = true
+		}
+		if len(c.routes) > 0 {
+			contrib[id] = c
+		}
+	}
+
+	delta := &TableDelta{Base: prev.Gen}
+	setExact, setWild := make(map[string][]*Pool), make(map[string][]*Pool)
+	var delExact, delWild []string
+	for d := range hosts {
+		key, wild := strings.CutPrefix(d, "*.")
+		var old []*Pool
+		if wild {
+			old = prev.Wildcard.Get(key)
+		} else {
+			old = prev.Exact.Get(key)
+		}
+		pools := make(map[poolKey]*Pool)
+		var list []*Pool
+		add := func(k poolKey, m *Member) {
+			p := pools[k]
+			if p == nil {
+				p = &Pool{Domain: k.domain, Path: k.path, Priority: k.priority, Service: k.service}
+				pools[k] = p
+				list = append(list, p)
+			}
+			p.Members = append(p.Members, m)
+		}
+		for _, p := range old {
+			for _, m := range p.Members {
+				if !dirty[m.SessionID] {
+					add(poolKey{p.Domain, p.Path, p.Service, p.Priority}, m)
+				}
+			}
+		}
+		for _, pm := range added[d] {
+			add(pm.key, pm.m)
+		}
+		sortPools(list)
+		for _, p := range list {
+			sortMembers(p.Members)
+		}
+		switch {
+		case wild && len(list) > 0:
+			setWild[key] = list
+		case wild:
+			delWild = append(delWild, key)
+		case len(list) > 0:
+			setExact[key] = list
+		default:
+			delExact = append(delExact, key)
+		}
+		if wild {
+			delta.Wildcard = append(delta.Wildcard, key)
+		} else {
+			delta.Exact = append(delta.Exact, key)
+		}
+	}
+	for id := range setRoutes {
+		delta.Routes = append(delta.Routes, id)
+	}
+	for _, id := range delRoutes {
+		if _, ok := setRoutes[id]; !ok {
+			delta.Routes = append(delta.Routes, id)
+		}
+	}
+	slices.Sort(delta.Exact)
+	slices.Sort(delta.Wildcard)
+	slices.Sort(delta.Routes)
+	return &RoutingTable{
+		Index:    index,
+		Exact:    prev.Exact.With(setExact, delExact),
+		Wildcard: prev.Wildcard.With(setWild, delWild),
+		Routes:   prev.Routes.With(setRoutes, delRoutes),
+		Gen:      tableGen.Add(1),
+		Delta:    delta,
+	}
 }
 
 // sortPools orders pools best match first: higher priority, then longer
