@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/raftgate/raftgate/cmd/raftgate/localcluster"
 )
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
@@ -20,7 +22,7 @@ addresses, raft state, applied index and liveness (CLUSTER_STATUS).`, stderr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	st, err := clusterStatus(ctx, *addr)
+	st, err := localcluster.QueryStatus(ctx, *addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "raftgate status: %s: %v\n", *addr, err)
 		return 1

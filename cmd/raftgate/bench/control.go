@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/raftgate/raftgate/cmd/raftgate/localcluster"
 )
 
 // Control measures ROUTE_ADD+CONFIG_APPLY on a local 3-node cluster with
@@ -48,13 +50,13 @@ func Control(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.stop()
-	leader, err := c.waitReady(ctx, 3, 30*time.Second)
+	defer func() { _ = c.StopAll(clusterStopLimit) }()
+	leader, err := c.WaitLeader(ctx, 3, 30*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	var pingLat []float64
-	if lc, err := dialLine(ctx, c.nodes[leader].control); err == nil {
+	if lc, err := dialLine(ctx, c.Nodes[leader].Control); err == nil {
 		for range 500 {
 			t0 := time.Now()
 			if _, err := lc.expect("PING", "PONG", 5*time.Second); err != nil {
@@ -74,7 +76,7 @@ func Control(ctx context.Context, o Options) (*Report, error) {
 		nodes   []int // nodes the clients connect to, round robin
 	}
 	var follower int
-	for i := range c.nodes {
+	for i := range c.Nodes {
 		if i != leader {
 			follower = i
 			break
@@ -129,7 +131,7 @@ func Control(ctx context.Context, o Options) (*Report, error) {
 
 // controlPhase runs clients, each with its own session and connection,
 // adding and applying one route at a time for d.
-func controlPhase(ctx context.Context, c *localCluster, clients int, nodes []int, d time.Duration) (map[string]float64, error) {
+func controlPhase(ctx context.Context, c *localcluster.Cluster, clients int, nodes []int, d time.Duration) (map[string]float64, error) {
 	type result struct {
 		add, apply, pair []float64
 		errs             int
@@ -147,7 +149,7 @@ func controlPhase(ctx context.Context, c *localCluster, clients int, nodes []int
 		}
 	}()
 	for i := range clients {
-		lc, err := dialLine(ctx, c.nodes[nodes[i%len(nodes)]].control)
+		lc, err := dialLine(ctx, c.Nodes[nodes[i%len(nodes)]].Control)
 		if err != nil {
 			return nil, err
 		}

@@ -32,10 +32,10 @@ func Failover(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.stop()
+	defer func() { _ = c.StopAll(clusterStopLimit) }()
 
 	// One route served by every node for the probes.
-	lc, err := dialLine(ctx, c.nodes[0].control)
+	lc, err := dialLine(ctx, c.Nodes[0].Control)
 	if err != nil {
 		return nil, err
 	}
@@ -47,22 +47,22 @@ func Failover(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, nd := range c.nodes {
-		if err := waitOK(ctx, "http://"+nd.http+"/", "probe.test", 10*time.Second); err != nil {
+	for _, nd := range c.Nodes {
+		if err := waitOK(ctx, "http://"+nd.Proxy+"/", "probe.test", 10*time.Second); err != nil {
 			return nil, err
 		}
 	}
 
 	// up[i] is true while node i is running and serving; probes count a
 	// failure only when the node was up before and after the request.
-	up := make([]atomic.Bool, len(c.nodes))
+	up := make([]atomic.Bool, len(c.Nodes))
 	for i := range up {
 		up[i].Store(true)
 	}
 	wctx, stopWork := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var probeOK, probeFail atomic.Int64
-	for i, nd := range c.nodes {
+	for i, nd := range c.Nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -77,7 +77,7 @@ func Failover(ctx context.Context, o Options) (*Report, error) {
 					}
 					continue
 				}
-				code, err := get(wctx, hc, "http://"+nd.http+"/", "probe.test")
+				code, err := get(wctx, hc, "http://"+nd.Proxy+"/", "probe.test")
 				if wctx.Err() != nil || !up[i].Load() {
 					continue
 				}
@@ -109,11 +109,11 @@ func Failover(ctx context.Context, o Options) (*Report, error) {
 			}()
 			for k := 0; wctx.Err() == nil; k++ {
 				if lc == nil {
-					i := rng.IntN(len(c.nodes))
+					i := rng.IntN(len(c.Nodes))
 					if !up[i].Load() {
 						continue
 					}
-					conn, err := dialLine(wctx, c.nodes[i].control)
+					conn, err := dialLine(wctx, c.Nodes[i].Control)
 					if err != nil {
 						// A refused dial returns at once; pause before the next node.
 						select {
@@ -149,7 +149,7 @@ func Failover(ctx context.Context, o Options) (*Report, error) {
 	var unavail []float64
 	var killErr error
 	for k := 0; k < o.Kills && ctx.Err() == nil; k++ {
-		leader, err := c.waitReady(ctx, 3, 60*time.Second)
+		leader, err := c.WaitLeader(ctx, 3, 60*time.Second)
 		if err != nil {
 			killErr = err
 			break
@@ -161,7 +161,7 @@ func Failover(ctx context.Context, o Options) (*Report, error) {
 		}
 		up[leader].Store(false)
 		killedAt := time.Now()
-		c.kill(leader)
+		_ = c.Nodes[leader].Kill()
 		if err := waitAcks(ctx, &acks, &ackTimes, killedAt, 1, 30*time.Second); err != nil {
 			killErr = fmt.Errorf("after kill %d: %w", k+1, err)
 			break
@@ -175,12 +175,12 @@ func Failover(ctx context.Context, o Options) (*Report, error) {
 		}
 		acks.Unlock()
 		unavail = append(unavail, ms(first))
-		fmt.Fprintf(o.Progress, "failover: kill %d of %s: writes back after %.0f ms\n", k+1, c.nodes[leader].id, ms(first))
-		if err := c.start(leader); err != nil {
+		fmt.Fprintf(o.Progress, "failover: kill %d of %s: writes back after %.0f ms\n", k+1, c.Nodes[leader].ID, ms(first))
+		if err := c.StartNode(leader); err != nil {
 			killErr = err
 			break
 		}
-		if err := waitOK(ctx, "http://"+c.nodes[leader].http+"/", "probe.test", 30*time.Second); err != nil {
+		if err := waitOK(ctx, "http://"+c.Nodes[leader].Proxy+"/", "probe.test", 30*time.Second); err != nil {
 			killErr = err
 			break
 		}

@@ -29,11 +29,11 @@ func Propagation(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.stop()
+	defer func() { _ = c.StopAll(clusterStopLimit) }()
 
-	conns := make([]*lineConn, len(c.nodes))
-	for i, nd := range c.nodes {
-		if conns[i], err = dialLine(ctx, nd.control); err != nil {
+	conns := make([]*lineConn, len(c.Nodes))
+	for i, nd := range c.Nodes {
+		if conns[i], err = dialLine(ctx, nd.Control); err != nil {
 			return nil, err
 		}
 		defer conns[i].close()
@@ -42,16 +42,16 @@ func Propagation(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	clients := make([]*http.Client, len(c.nodes))
+	clients := make([]*http.Client, len(c.Nodes))
 	for i := range clients {
 		tr := &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}
 		defer tr.CloseIdleConnections()
 		clients[i] = &http.Client{Transport: tr, Timeout: 2 * time.Second}
 	}
 	var all, answering []float64
-	perNode := make([][]float64, len(c.nodes))
+	perNode := make([][]float64, len(c.Nodes))
 	for k := 0; k < o.Samples && ctx.Err() == nil; k++ {
-		via := k % len(c.nodes)
+		via := k % len(c.Nodes)
 		host := fmt.Sprintf("p%d.prop.test", k)
 		if _, err := conns[via].expect(fmt.Sprintf("ROUTE_ADD|%s|%s|/|%s|0", s, host, backend), "ROUTE_OK|", 10*time.Second); err != nil {
 			return nil, err
@@ -60,15 +60,15 @@ func Propagation(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		okAt := time.Now()
-		lags := make([]time.Duration, len(c.nodes))
+		lags := make([]time.Duration, len(c.Nodes))
 		var wg sync.WaitGroup
 		var firstErr error
 		var mu sync.Mutex
-		for i, nd := range c.nodes {
+		for i, nd := range c.Nodes {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				url := "http://" + nd.http + "/"
+				url := "http://" + nd.Proxy + "/"
 				for {
 					code, err := get(ctx, clients[i], url, host)
 					if err == nil && code == http.StatusOK {
@@ -77,7 +77,7 @@ func Propagation(ctx context.Context, o Options) (*Report, error) {
 					}
 					if time.Since(okAt) > 10*time.Second {
 						mu.Lock()
-						firstErr = fmt.Errorf("%s never served %s (last %d %v)", nd.id, host, code, err)
+						firstErr = fmt.Errorf("%s never served %s (last %d %v)", nd.ID, host, code, err)
 						mu.Unlock()
 						return
 					}
@@ -112,7 +112,7 @@ func Propagation(ctx context.Context, o Options) (*Report, error) {
 	row("all nodes serve", all)
 	row("answering node serves", answering)
 	for i, xs := range perNode {
-		row(c.nodes[i].id, xs)
+		row(c.Nodes[i].ID, xs)
 	}
 	p99 := rep.Rows[0].Metrics["p99_ms"]
 	rep.target("propagation p99", "≤ 50 ms", fmt.Sprintf("%.2f ms (p50 %.2f ms)", p99, rep.Rows[0].Metrics["p50_ms"]), p99 <= 50)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/raftgate/raftgate/cmd/raftgate/localcluster"
 )
 
 // proxyTarget is one thing the load generator hits.
@@ -256,8 +258,7 @@ func startRaftgateOne(ctx context.Context, o Options, dir, httpA, control, raftA
 		p.kill()
 		return nil, err
 	}
-	c := &localCluster{nodes: []*node{{id: "bench", control: control, p: p}}}
-	if _, err := c.waitReady(ctx, 1, 30*time.Second); err != nil {
+	if _, err := localcluster.WaitAgreedLeader(ctx, []string{control}, 1, 30*time.Second); err != nil {
 		p.kill()
 		return nil, err
 	}

@@ -162,7 +162,7 @@ func scaleOne(ctx context.Context, routes, sessions int, quick bool) (map[string
 	}
 	per = nil
 	setup := time.Since(t0)
-	if got := len(f.Table().Routes); got != routes {
+	if got := f.Table().Routes.Len(); got != routes {
 		return nil, fmt.Errorf("table has %d routes, want %d", got, routes)
 	}
 	bytesPerRoute := float64(int64(heapInUse())-int64(base)) / float64(routes)

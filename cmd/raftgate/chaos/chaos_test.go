@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/raftgate/raftgate/cmd/raftgate/localcluster"
 	"go.uber.org/goleak"
 )
 
@@ -212,7 +213,7 @@ func TestListOutput(t *testing.T) {
 
 func TestProbeWindows(t *testing.T) {
 	p := newProber()
-	n := &node{id: "node1"}
+	n := &localcluster.Node{ID: "node1"}
 	t0 := time.Now()
 	end := p.exclude(n)
 	end()

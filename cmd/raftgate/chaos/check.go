@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/raftgate/raftgate/cmd/raftgate/localcluster"
 )
 
 // check runs the round's checks once the workload has stopped: final reads
@@ -75,12 +76,12 @@ func (r *round) check(ctx context.Context, rr *RoundReport) {
 // finalReads reads every session's routes on every member, records the
 // reads in the history and checks that all nodes answer the same. It
 // returns what the first node answered, per session.
-func (r *round) finalReads(ctx context.Context, members []*node, sessions []*wsession) map[*wsession][]listRoute {
+func (r *round) finalReads(ctx context.Context, members []*localcluster.Node, sessions []*wsession) map[*wsession][]listRoute {
 	out := map[*wsession][]listRoute{}
 	for k, n := range members {
-		c, err := dialLine(ctx, n.control, 2*time.Second)
+		c, err := dialLine(ctx, n.Control, 2*time.Second)
 		if err != nil {
-			r.hist.problem(fmt.Sprintf("final read on %s: %v", n.id, err))
+			r.hist.problem(fmt.Sprintf("final read on %s: %v", n.ID, err))
 			continue
 		}
 		for _, s := range sessions {
@@ -94,7 +95,7 @@ func (r *round) finalReads(ctx context.Context, members []*node, sessions []*wse
 			resp, err := c.do("ROUTE_LIST|"+s.id, 30*time.Second)
 			ret := r.hist.now()
 			if err != nil || !strings.HasPrefix(resp, "ROUTE_LIST_OK|") {
-				r.hist.problem(fmt.Sprintf("final ROUTE_LIST of %s on %s: %q %v", s.id, n.id, resp, err))
+				r.hist.problem(fmt.Sprintf("final ROUTE_LIST of %s on %s: %q %v", s.id, n.ID, resp, err))
 				if err != nil {
 					break
 				}
@@ -105,7 +106,7 @@ func (r *round) finalReads(ctx context.Context, members []*node, sessions []*wse
 			if prev, ok := out[s]; !ok {
 				out[s] = rs
 			} else if !sameRoutes(prev, rs) {
-				r.hist.problem(fmt.Sprintf("session %s: %s shows %s, %s shows %s", s.id, members[0].id, describeRoutes(prev), n.id, describeRoutes(rs)))
+				r.hist.problem(fmt.Sprintf("session %s: %s shows %s, %s shows %s", s.id, members[0].ID, describeRoutes(prev), n.ID, describeRoutes(rs)))
 			}
 		}
 		c.close()
@@ -163,7 +164,7 @@ func (r *round) exactlyOnce(s *wsession, routes []listRoute) (lost, dup int) {
 
 // checkProxies sends requests for a few active routes of every session
 // through every member's proxy: each must reach the backend on its path.
-func (r *round) checkProxies(ctx context.Context, members []*node, final map[*wsession][]listRoute) {
+func (r *round) checkProxies(ctx context.Context, members []*localcluster.Node, final map[*wsession][]listRoute) {
 	client := newProbeClient()
 	defer client.CloseIdleConnections()
 	for s, routes := range final {
@@ -178,11 +179,11 @@ func (r *round) checkProxies(ctx context.Context, members []*node, final map[*ws
 				// (each node applies on its own); poll briefly.
 				var err error
 				poll(ctx, 5*time.Second, 50*time.Millisecond, func() bool {
-					err = probeOnce(ctx, client, n.http, s.domain, rt.Path)
+					err = probeOnce(ctx, client, n.Proxy, s.domain, rt.Path)
 					return err == nil
 				})
 				if err != nil {
-					r.hist.problem(fmt.Sprintf("proxy of %s does not serve %s%s (%s): %v", n.id, s.domain, rt.Path, rt.RouteID, err))
+					r.hist.problem(fmt.Sprintf("proxy of %s does not serve %s%s (%s): %v", n.ID, s.domain, rt.Path, rt.RouteID, err))
 				}
 			}
 		}
@@ -192,19 +193,19 @@ func (r *round) checkProxies(ctx context.Context, members []*node, final map[*ws
 // converge polls every member's /v1/fsm until all report the same applied
 // index and the same snapshot digest, and returns how long that took and
 // the index.
-func (h *harness) converge(ctx context.Context, members []*node) (time.Duration, uint64, error) {
+func (h *harness) converge(ctx context.Context, members []*localcluster.Node) (time.Duration, uint64, error) {
 	start := time.Now()
-	var last []fsmDigest
+	var last []localcluster.Digest
 	var index uint64
 	ok := poll(ctx, 30*time.Second, 50*time.Millisecond, func() bool {
-		ds := make([]fsmDigest, len(members))
+		ds := make([]localcluster.Digest, len(members))
 		errs := make([]error, len(members))
 		var wg sync.WaitGroup
 		for i, n := range members {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ds[i], errs[i] = n.digest(ctx)
+				ds[i], errs[i] = n.Digest(ctx)
 			}()
 		}
 		wg.Wait()

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/raftgate/raftgate/cmd/raftgate/localcluster"
 )
 
 // FaultReport is one injected fault and what it cost.
@@ -72,10 +74,10 @@ func (h *harness) repair(ctx context.Context) error {
 	var firstErr error
 	for _, n := range h.currentMembers() {
 		end := h.probes.exclude(n)
-		if n.isRunning() {
-			_ = n.signal(syscall.SIGCONT)
-			_ = n.partition(ctx, nil)
-		} else if err := n.start(h.cfg.Binary, h.cfg.ServeArgs); err != nil && firstErr == nil {
+		if n.Running() {
+			_ = n.Signal(syscall.SIGCONT)
+			_ = n.Partition(ctx, nil)
+		} else if err := h.startNode(n); err != nil && firstErr == nil {
 			firstErr = err
 		}
 		if err := h.waitServing(ctx, n); err != nil && firstErr == nil {
@@ -87,11 +89,11 @@ func (h *harness) repair(ctx context.Context) error {
 }
 
 // findLeader polls the running members until one of them says it leads.
-func (h *harness) findLeader(ctx context.Context, among []*node) (*node, error) {
-	var leader *node
+func (h *harness) findLeader(ctx context.Context, among []*localcluster.Node) (*localcluster.Node, error) {
+	var leader *localcluster.Node
 	ok := poll(ctx, 20*time.Second, 50*time.Millisecond, func() bool {
 		for _, n := range among {
-			if n.isRunning() && n.isLeader(ctx) {
+			if n.Running() && n.IsLeader(ctx) {
 				leader = n
 				return true
 			}
@@ -106,21 +108,21 @@ func (h *harness) findLeader(ctx context.Context, among []*node) (*node, error) 
 
 // waitServing waits until n is ready (has a leader and has caught up) and
 // its proxy serves the probe route.
-func (h *harness) waitServing(ctx context.Context, n *node) error {
+func (h *harness) waitServing(ctx context.Context, n *localcluster.Node) error {
 	client := newProbeClient()
 	defer client.CloseIdleConnections()
 	ok := poll(ctx, 45*time.Second, 50*time.Millisecond, func() bool {
-		return n.ready(ctx) && probeOnce(ctx, client, n.http, probeHost, probePath) == nil
+		return n.Ready(ctx) && probeOnce(ctx, client, n.Proxy, probeHost, probePath) == nil
 	})
 	if !ok {
-		return fmt.Errorf("%s did not catch up and serve within 45s (see %s)", n.id, n.logPath)
+		return fmt.Errorf("%s did not catch up and serve within 45s (see %s)", n.ID, n.LogPath)
 	}
 	return nil
 }
 
 // restart starts n again and waits until it serves.
-func (h *harness) restart(ctx context.Context, n *node) error {
-	if err := n.start(h.cfg.Binary, h.cfg.ServeArgs); err != nil {
+func (h *harness) restart(ctx context.Context, n *localcluster.Node) error {
+	if err := h.startNode(n); err != nil {
 		return err
 	}
 	return h.waitServing(ctx, n)
@@ -134,7 +136,7 @@ func (h *harness) killOne(ctx context.Context, leader bool, rng *rand.Rand, fr *
 	}
 	victim := l
 	if !leader {
-		var followers []*node
+		var followers []*localcluster.Node
 		for _, n := range members {
 			if n != l {
 				followers = append(followers, n)
@@ -142,10 +144,10 @@ func (h *harness) killOne(ctx context.Context, leader bool, rng *rand.Rand, fr *
 		}
 		victim = followers[rng.IntN(len(followers))]
 	}
-	fr.Targets = []string{victim.id}
+	fr.Targets = []string{victim.ID}
 	end := h.probes.exclude(victim)
 	defer end()
-	if err := victim.kill(); err != nil {
+	if err := victim.Kill(); err != nil {
 		return err
 	}
 	sleepCtx(ctx, h.cfg.RestartDelay)
@@ -160,21 +162,21 @@ func (h *harness) pauseLeader(ctx context.Context, fr *FaultReport) error {
 	if err != nil {
 		return err
 	}
-	fr.Targets = []string{l.id}
+	fr.Targets = []string{l.ID}
 	end := h.probes.exclude(l)
 	defer end()
-	if err := l.signal(syscall.SIGSTOP); err != nil {
+	if err := l.Signal(syscall.SIGSTOP); err != nil {
 		return err
 	}
 	_, lerr := h.findLeader(ctx, without(members, l))
 	// A little longer, so the stopped node's lease and heartbeats are
 	// well past due when it wakes up as a stale leader.
 	sleepCtx(ctx, 500*time.Millisecond)
-	if err := l.signal(syscall.SIGCONT); err != nil {
+	if err := l.Signal(syscall.SIGCONT); err != nil {
 		return err
 	}
 	if lerr != nil {
-		return fmt.Errorf("while %s was stopped: %w", l.id, lerr)
+		return fmt.Errorf("while %s was stopped: %w", l.ID, lerr)
 	}
 	return h.waitServing(ctx, l)
 }
@@ -187,8 +189,8 @@ func (r *round) partition(ctx context.Context, leaderSide bool, rng *rand.Rand, 
 	h := r.h
 	members := h.currentMembers()
 	size := len(members) / 2
-	var minority []*node
-	var oldLeader *node
+	var minority []*localcluster.Node
+	var oldLeader *localcluster.Node
 	if leaderSide {
 		l, err := h.findLeader(ctx, members)
 		if err != nil {
@@ -219,20 +221,20 @@ func (r *round) partition(ctx context.Context, leaderSide bool, rng *rand.Rand, 
 	heal := func() error {
 		var firstErr error
 		for _, n := range members {
-			if err := n.partition(ctx, nil); err != nil && firstErr == nil {
+			if err := n.Partition(ctx, nil); err != nil && firstErr == nil {
 				firstErr = err
 			}
 		}
 		return firstErr
 	}
 	for _, n := range minority {
-		if err := n.partition(ctx, nodeIDs(majority)); err != nil {
+		if err := n.Partition(ctx, nodeIDs(majority)); err != nil {
 			_ = heal()
 			return err
 		}
 	}
 	for _, n := range majority {
-		if err := n.partition(ctx, nodeIDs(minority)); err != nil {
+		if err := n.Partition(ctx, nodeIDs(minority)); err != nil {
 			_ = heal()
 			return err
 		}
@@ -265,16 +267,16 @@ func (h *harness) rollingRestart(ctx context.Context, rng *rand.Rand, fr *FaultR
 	members := h.currentMembers()
 	for _, i := range rng.Perm(len(members)) {
 		n := members[i]
-		fr.Targets = append(fr.Targets, n.id)
+		fr.Targets = append(fr.Targets, n.ID)
 		end := h.probes.exclude(n)
 		t0 := time.Now()
-		err := n.stop(30 * time.Second)
+		err := n.Stop(30 * time.Second)
 		stopped := time.Now()
 		if err == nil {
 			err = h.restart(ctx, n)
 		}
 		end()
-		h.log.Info("node restarted", "node", n.id, "stop", stopped.Sub(t0).Round(time.Millisecond), "start", time.Since(stopped).Round(time.Millisecond), "err", err)
+		h.log.Info("node restarted", "node", n.ID, "stop", stopped.Sub(t0).Round(time.Millisecond), "start", time.Since(stopped).Round(time.Millisecond), "err", err)
 		if err != nil {
 			return err
 		}
@@ -288,21 +290,21 @@ func (h *harness) rollingRestart(ctx context.Context, rng *rand.Rand, fr *FaultR
 // node comes back cleanly.
 func (h *harness) membership(ctx context.Context, fr *FaultReport) error {
 	n := h.spareNode()
-	fr.Targets = []string{n.id}
-	if err := os.RemoveAll(n.dataDir); err != nil {
-		return fmt.Errorf("clear data of %s: %w", n.id, err)
+	fr.Targets = []string{n.ID}
+	if err := os.RemoveAll(n.DataDir); err != nil {
+		return fmt.Errorf("clear data of %s: %w", n.ID, err)
 	}
-	n.join = nil
+	n.Join = nil
 	for _, m := range h.currentMembers() {
-		n.join = append(n.join, m.gossip)
+		n.Join = append(n.Join, m.Gossip)
 	}
-	n.expect = 0 // join only: never bootstrap a second cluster
+	n.Expect = 0 // join only: never bootstrap a second cluster
 	end := h.probes.exclude(n)
 	h.probes.start(h.runCtx, n)
 	if err := h.restart(ctx, n); err != nil {
 		end()
 		h.probes.stop(n)
-		_ = n.stop(20 * time.Second)
+		_ = n.Stop(20 * time.Second)
 		return fmt.Errorf("join: %w", err)
 	}
 	end()
@@ -314,9 +316,9 @@ func (h *harness) membership(ctx context.Context, fr *FaultReport) error {
 	defer end()
 	lctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 	defer cancel()
-	lerr := leaveNode(lctx, n)
+	lerr := n.Leave(lctx)
 	h.probes.stop(n)
-	serr := n.stop(30 * time.Second)
+	serr := n.Stop(30 * time.Second)
 	if lerr != nil {
 		return fmt.Errorf("leave: %w", lerr)
 	}
@@ -342,13 +344,13 @@ func (h *harness) fullRestart(ctx context.Context, fr *FaultReport) error {
 		}
 	}()
 	for _, n := range members {
-		if err := n.kill(); err != nil {
+		if err := n.Kill(); err != nil {
 			return err
 		}
 	}
 	sleepCtx(ctx, h.cfg.RestartDelay)
 	for _, n := range members {
-		if err := n.start(h.cfg.Binary, h.cfg.ServeArgs); err != nil {
+		if err := h.startNode(n); err != nil {
 			return err
 		}
 	}
@@ -370,8 +372,8 @@ func (h *harness) fullRestart(ctx context.Context, fr *FaultReport) error {
 	return nil
 }
 
-func without(nodes []*node, drop ...*node) []*node {
-	var out []*node
+func without(nodes []*localcluster.Node, drop ...*localcluster.Node) []*localcluster.Node {
+	var out []*localcluster.Node
 	for _, n := range nodes {
 		if !slices.Contains(drop, n) {
 			out = append(out, n)
@@ -380,10 +382,10 @@ func without(nodes []*node, drop ...*node) []*node {
 	return out
 }
 
-func nodeIDs(nodes []*node) []string {
+func nodeIDs(nodes []*localcluster.Node) []string {
 	out := make([]string, len(nodes))
 	for i, n := range nodes {
-		out[i] = n.id
+		out[i] = n.ID
 	}
 	return out
 }

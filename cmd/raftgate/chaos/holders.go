@@ -99,7 +99,7 @@ func (ho *holder) reattach(ctx context.Context) bool {
 			sleepCtx(ctx, 100*time.Millisecond)
 			continue
 		}
-		c, err := dialLine(ctx, n.control, time.Second)
+		c, err := dialLine(ctx, n.Control, time.Second)
 		if err != nil {
 			sleepCtx(ctx, 100*time.Millisecond)
 			continue
@@ -114,7 +114,7 @@ func (ho *holder) reattach(ctx context.Context) bool {
 			switch {
 			case i < len(answers) && answers[i] == "OK":
 			case i < len(answers) && answers[i] == "REREGISTER":
-				ho.h.problem(fmt.Sprintf("live session %s expired: RECONNECT on %s answered REREGISTER", s, n.id))
+				ho.h.problem(fmt.Sprintf("live session %s expired: RECONNECT on %s answered REREGISTER", s, n.ID))
 			default:
 				still = append(still, s)
 			}
@@ -127,7 +127,7 @@ func (ho *holder) reattach(ctx context.Context) bool {
 			sleepCtx(ctx, 100*time.Millisecond)
 			continue
 		}
-		ho.conn, ho.node = c, n.id
+		ho.conn, ho.node = c, n.ID
 		return true
 	}
 	return false
@@ -140,7 +140,7 @@ func (h *harness) checkHeld(ctx context.Context, sessions []idleSession) error {
 	if n == nil {
 		return fmt.Errorf("no member to check held sessions on")
 	}
-	c, err := dialLine(ctx, n.control, 2*time.Second)
+	c, err := dialLine(ctx, n.Control, 2*time.Second)
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (h *harness) checkHeld(ctx context.Context, sessions []idleSession) error {
 		}
 		answers, err := c.doMany(lines, 60*time.Second)
 		if err != nil {
-			return fmt.Errorf("check held sessions on %s: %w", n.id, err)
+			return fmt.Errorf("check held sessions on %s: %w", n.ID, err)
 		}
 		for i, s := range batch {
 			info, list := answers[2*i], answers[2*i+1]

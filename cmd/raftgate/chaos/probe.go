@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/raftgate/raftgate/cmd/raftgate/localcluster"
 )
 
 // probeHost and probePath address the probe route every node serves.
@@ -78,7 +80,7 @@ type prober struct {
 }
 
 type probeLoop struct {
-	n      *node
+	n      *localcluster.Node
 	tr     *http.Transport
 	cancel context.CancelFunc
 }
@@ -88,11 +90,11 @@ func newProber() *prober {
 }
 
 // exclude opens a fault window on a node; call the returned func to close it.
-func (p *prober) exclude(n *node) func() {
+func (p *prober) exclude(n *localcluster.Node) func() {
 	w := &window{from: time.Now()}
 	p.mu.Lock()
-	p.windows[n.id] = append(p.windows[n.id], w)
-	loop := p.loops[n.id]
+	p.windows[n.ID] = append(p.windows[n.ID], w)
+	loop := p.loops[n.ID]
 	p.mu.Unlock()
 	return func() {
 		p.mu.Lock()
@@ -109,14 +111,14 @@ func (p *prober) exclude(n *node) func() {
 }
 
 // start begins probing n until stop(n) or ctx ends.
-func (p *prober) start(ctx context.Context, n *node) {
+func (p *prober) start(ctx context.Context, n *localcluster.Node) {
 	ctx, cancel := context.WithCancel(ctx)
 	loop := &probeLoop{n: n, cancel: cancel, tr: &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}}
 	p.mu.Lock()
-	if old := p.loops[n.id]; old != nil {
+	if old := p.loops[n.ID]; old != nil {
 		old.cancel()
 	}
-	p.loops[n.id] = loop
+	p.loops[n.ID] = loop
 	p.mu.Unlock()
 	p.wg.Add(1)
 	go func() {
@@ -125,7 +127,7 @@ func (p *prober) start(ctx context.Context, n *node) {
 		client := &http.Client{Transport: loop.tr, Timeout: 3 * time.Second}
 		for ctx.Err() == nil {
 			start := time.Now()
-			err := probeOnce(ctx, client, n.http, probeHost, probePath)
+			err := probeOnce(ctx, client, n.Proxy, probeHost, probePath)
 			end := time.Now()
 			if ctx.Err() != nil {
 				return
@@ -133,7 +135,7 @@ func (p *prober) start(ctx context.Context, n *node) {
 			p.mu.Lock()
 			p.total++
 			if err != nil {
-				p.failures = append(p.failures, probeFailure{node: n.id, start: start, end: end, err: err.Error()})
+				p.failures = append(p.failures, probeFailure{node: n.ID, start: start, end: end, err: err.Error()})
 			}
 			p.mu.Unlock()
 			sleepCtx(ctx, 20*time.Millisecond)
@@ -142,11 +144,11 @@ func (p *prober) start(ctx context.Context, n *node) {
 }
 
 // stop ends the probe loop of n.
-func (p *prober) stop(n *node) {
+func (p *prober) stop(n *localcluster.Node) {
 	p.mu.Lock()
-	if l := p.loops[n.id]; l != nil {
+	if l := p.loops[n.ID]; l != nil {
 		l.cancel()
-		delete(p.loops, n.id)
+		delete(p.loops, n.ID)
 	}
 	p.mu.Unlock()
 }

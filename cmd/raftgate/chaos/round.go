@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/raftgate/raftgate/cmd/raftgate/localcluster"
 )
 
 // round is one seeded workload with its faults and its own checks.
@@ -30,7 +32,7 @@ func (r *round) register(ctx context.Context, rng *rand.Rand, service, instance 
 	var sid string
 	ok := poll(ctx, 30*time.Second, 100*time.Millisecond, func() bool {
 		n := r.h.pickMember(rng, "")
-		c, err := dialLine(ctx, n.control, time.Second)
+		c, err := dialLine(ctx, n.Control, time.Second)
 		if err != nil {
 			last = err
 			return false
@@ -41,7 +43,7 @@ func (r *round) register(ctx context.Context, rng *rand.Rand, service, instance 
 			return true
 		}
 		c.close()
-		last = fmt.Errorf("REGISTER on %s: %q %v", n.id, resp, err)
+		last = fmt.Errorf("REGISTER on %s: %q %v", n.ID, resp, err)
 		return false
 	})
 	if !ok {
@@ -140,7 +142,7 @@ const isolatedTimeout = 2 * time.Second
 // and that whatever it acknowledges is not lost (the final checks look for
 // every acknowledged write). Its operations go into the history too, so
 // the linearizability checker judges them with everything else.
-func (r *round) witnessIsolated(ctx context.Context, oldLeader, newLeader *node) {
+func (r *round) witnessIsolated(ctx context.Context, oldLeader, newLeader *localcluster.Node) {
 	s := r.witness
 	// A write acknowledged by the majority...
 	tag := s.newTag()
@@ -157,7 +159,7 @@ func (r *round) witnessIsolated(ctx context.Context, oldLeader, newLeader *node)
 		return err == nil && resp == "OK"
 	})
 	if !applied {
-		r.hist.problem(fmt.Sprintf("witness: the majority led by %s acknowledged no write while %s was isolated", newLeader.id, oldLeader.id))
+		r.hist.problem(fmt.Sprintf("witness: the majority led by %s acknowledged no write while %s was isolated", newLeader.ID, oldLeader.ID))
 		return
 	}
 	// ...must be in any read the isolated old leader answers, and a write
@@ -195,13 +197,13 @@ func (r *round) witnessIsolated(ctx context.Context, oldLeader, newLeader *node)
 		r.hist.mu.Lock()
 		r.hist.staleReads++
 		r.hist.mu.Unlock()
-		r.hist.problem(fmt.Sprintf("stale read: isolated old leader %s answered ROUTE_LIST without /t%d, acknowledged by the majority: %s", oldLeader.id, tag, resp))
+		r.hist.problem(fmt.Sprintf("stale read: isolated old leader %s answered ROUTE_LIST without /t%d, acknowledged by the majority: %s", oldLeader.ID, tag, resp))
 	}
 }
 
 // witnessOp runs one operation of the witness session on n over a fresh
 // connection and records it.
-func (r *round) witnessOp(ctx context.Context, n *node, in opInput, timeout time.Duration) (string, error) {
+func (r *round) witnessOp(ctx context.Context, n *localcluster.Node, in opInput, timeout time.Duration) (string, error) {
 	s := r.witness
 	var line string
 	switch in.Kind {
@@ -214,7 +216,7 @@ func (r *round) witnessOp(ctx context.Context, n *node, in opInput, timeout time
 	default:
 		return "", fmt.Errorf("witness: unsupported %s", in.Kind)
 	}
-	c, err := dialLine(ctx, n.control, time.Second)
+	c, err := dialLine(ctx, n.Control, time.Second)
 	if err != nil {
 		// Never sent: nothing to record.
 		return "", err

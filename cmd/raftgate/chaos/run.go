@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/raftgate/raftgate/cmd/raftgate/localcluster"
 )
 
 // harness is one chaos run: the cluster, the backend, the probes and the
@@ -24,9 +26,12 @@ type harness struct {
 	probes     *prober
 	runCtx     context.Context // lives until the run ends
 
+	// cluster holds every node slot, by index; nil until the cluster
+	// starts. Slots added later are appended under mu.
+	cluster *localcluster.Cluster
+
 	mu       sync.Mutex
-	nodes    []*node // every slot, by index
-	members  []*node // nodes meant to be in the cluster now
+	members  []*localcluster.Node // nodes meant to be in the cluster now
 	problems []string
 	// finalRoutes maps every route ID seen in a final read to its
 	// session, to find a route that shows up twice.
@@ -69,31 +74,31 @@ func (h *harness) noteFinalRoute(routeID, where string) {
 	h.finalRoutes[routeID] = where
 }
 
-func (h *harness) currentMembers() []*node {
+func (h *harness) currentMembers() []*localcluster.Node {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]*node(nil), h.members...)
+	return append([]*localcluster.Node(nil), h.members...)
 }
 
-func (h *harness) addMember(n *node) {
+func (h *harness) addMember(n *localcluster.Node) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.members = append(h.members, n)
 }
 
-func (h *harness) removeMember(n *node) {
+func (h *harness) removeMember(n *localcluster.Node) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.members = without(h.members, n)
 }
 
 // pickMember returns a random member, another than avoid when possible.
-func (h *harness) pickMember(rng *rand.Rand, avoid string) *node {
+func (h *harness) pickMember(rng *rand.Rand, avoid string) *localcluster.Node {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var pool []*node
+	var pool []*localcluster.Node
 	for _, n := range h.members {
-		if n.id != avoid {
+		if n.ID != avoid {
 			pool = append(pool, n)
 		}
 	}
@@ -107,20 +112,20 @@ func (h *harness) pickMember(rng *rand.Rand, avoid string) *node {
 }
 
 // spareNode returns the first slot that is not a member (making one).
-func (h *harness) spareNode() *node {
+func (h *harness) spareNode() *localcluster.Node {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, n := range h.nodes {
+	for _, n := range h.cluster.Nodes {
 		if !containsNode(h.members, n) {
 			return n
 		}
 	}
-	n := newNode(h.dir, h.base, len(h.nodes))
-	h.nodes = append(h.nodes, n)
+	n := h.newSlot(len(h.cluster.Nodes))
+	h.cluster.Nodes = append(h.cluster.Nodes, n)
 	return n
 }
 
-func containsNode(nodes []*node, n *node) bool {
+func containsNode(nodes []*localcluster.Node, n *localcluster.Node) bool {
 	for _, m := range nodes {
 		if m == n {
 			return true
@@ -177,7 +182,7 @@ func prepareDir(dir string) (string, error) {
 func (h *harness) choosePorts() error {
 	slots := h.cfg.Nodes + 1
 	if h.cfg.BasePort != 0 {
-		if !portsFree(h.cfg.BasePort, slots) {
+		if !localcluster.PortsFree(h.cfg.BasePort, slots) {
 			return fmt.Errorf("ports from %d are not all free", h.cfg.BasePort)
 		}
 		h.base = h.cfg.BasePort
@@ -186,7 +191,7 @@ func (h *harness) choosePorts() error {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
 	for range 50 {
 		base := 20000 + 100*rng.IntN(400)
-		if portsFree(base, slots) {
+		if localcluster.PortsFree(base, slots) {
 			h.base = base
 			return nil
 		}
@@ -248,32 +253,14 @@ func (h *harness) run(ctx context.Context, rep *Report) error {
 
 // startCluster starts the configured nodes and waits until all serve.
 func (h *harness) startCluster(ctx context.Context) error {
-	for i := range h.cfg.Nodes {
-		h.nodes = append(h.nodes, newNode(h.dir, h.base, i))
+	h.cluster = newCluster(h.cfg, h.dir, h.base)
+	if err := h.cluster.StartAll(); err != nil {
+		return err
 	}
-	for _, n := range h.nodes {
-		n.expect = h.cfg.Nodes
-		for _, o := range h.nodes {
-			if o != n {
-				n.join = append(n.join, o.gossip)
-			}
-		}
-		if err := n.start(h.cfg.Binary, h.cfg.ServeArgs); err != nil {
-			return err
-		}
-	}
-	h.members = append([]*node(nil), h.nodes...)
+	h.members = append([]*localcluster.Node(nil), h.cluster.Nodes...)
 	h.log.Info("cluster starting", "nodes", h.cfg.Nodes, "base_port", h.base, "dir", h.dir)
-	ok := poll(ctx, 60*time.Second, 50*time.Millisecond, func() bool {
-		for _, n := range h.nodes {
-			if !n.ready(ctx) {
-				return false
-			}
-		}
-		return true
-	})
-	if !ok {
-		return fmt.Errorf("cluster did not become ready within 60s (logs in %s)", h.dir)
+	if err := h.cluster.WaitReady(ctx, 60*time.Second); err != nil {
+		return fmt.Errorf("cluster did not become ready within 60s (logs in %s): %w", h.dir, err)
 	}
 	return nil
 }
@@ -317,7 +304,7 @@ func (h *harness) startHolders(ctx context.Context, wg *sync.WaitGroup) ([]idleS
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	for _, n := range h.nodes {
+	for _, n := range h.cluster.Nodes {
 		if err := h.waitServing(ctx, n); err != nil {
 			return nil, err
 		}
@@ -329,12 +316,12 @@ func (h *harness) startHolders(ctx context.Context, wg *sync.WaitGroup) ([]idleS
 // newHolder opens holder k on a node and registers its sessions: idle
 // sessions from..to, and for holder 0 the probe session.
 func (h *harness) newHolder(ctx context.Context, k, from, to int) (*holder, []idleSession, error) {
-	n := h.nodes[k%len(h.nodes)]
-	c, err := dialLine(ctx, n.control, 2*time.Second)
+	n := h.cluster.Nodes[k%len(h.cluster.Nodes)]
+	c, err := dialLine(ctx, n.Control, 2*time.Second)
 	if err != nil {
 		return nil, nil, err
 	}
-	ho := &holder{h: h, conn: c, node: n.id, rng: rand.New(rand.NewPCG(uint64(h.cfg.Seed), uint64(k)+1000))}
+	ho := &holder{h: h, conn: c, node: n.ID, rng: rand.New(rand.NewPCG(uint64(h.cfg.Seed), uint64(k)+1000))}
 	var all []idleSession
 	if k == 0 {
 		probe, err := h.registerHeld(c, "chaos-probe", "probe", 1, func(int) string { return probeHost }, probePath)
@@ -371,7 +358,7 @@ func (h *harness) checkSessionsAlive(ctx context.Context, sessions []*wsession) 
 		}
 	}
 	n := h.pickMember(rand.New(rand.NewPCG(1, 2)), "")
-	c, err := dialLine(ctx, n.control, 2*time.Second)
+	c, err := dialLine(ctx, n.Control, 2*time.Second)
 	if err != nil {
 		return err
 	}
@@ -392,19 +379,10 @@ func (h *harness) checkSessionsAlive(ctx context.Context, sessions []*wsession) 
 	return nil
 }
 
-// stopNodes stops every running node: SIGTERM in parallel, SIGKILL after
-// 20 s.
+// stopNodes stops every running node: SIGTERM in parallel, SIGQUIT and
+// SIGKILL after 20 s.
 func (h *harness) stopNodes() {
-	var wg sync.WaitGroup
-	for _, n := range h.nodes {
-		if !n.isRunning() {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = n.stop(20 * time.Second)
-		}()
+	if h.cluster != nil {
+		_ = h.cluster.StopAll(20 * time.Second)
 	}
-	wg.Wait()
 }

@@ -183,7 +183,7 @@ func (w *worker) connect(ctx context.Context) bool {
 	if n == nil {
 		return false
 	}
-	c, err := dialLine(ctx, n.control, time.Second)
+	c, err := dialLine(ctx, n.Control, time.Second)
 	if err != nil {
 		return false
 	}
@@ -194,14 +194,14 @@ func (w *worker) connect(ctx context.Context) bool {
 			w.r.h.reattached.Add(1)
 		case err == nil && resp == "REREGISTER":
 			c.close()
-			w.expired("RECONNECT answered REREGISTER on " + n.id)
+			w.expired("RECONNECT answered REREGISTER on " + n.ID)
 			return false
 		default:
 			c.close()
 			return false
 		}
 	}
-	w.conn, w.last = c, n.id
+	w.conn, w.last = c, n.ID
 	return true
 }
 
