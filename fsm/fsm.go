@@ -168,8 +168,9 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies a batch of log entries and rebuilds the routing table
-// once if any of them changed active configuration (raft.BatchingFSM).
+// ApplyBatch applies a batch of log entries and, if any of them changed
+// active configuration, derives the next routing table once from the
+// previous one and the sessions the batch changed (raft.BatchingFSM).
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
 	notes := make([]Notification, 0, len(logs))

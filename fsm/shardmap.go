@@ -1,9 +1,11 @@
 package fsm
 
 import (
+	"encoding/json"
 	"hash/maphash"
 	"iter"
 	"maps"
+	"slices"
 )
 
 // shardSeed hashes keys to shards. It is random per process: shard
@@ -11,31 +13,71 @@ import (
 var shardSeed = maphash.MakeSeed()
 
 const (
-	minShards = 16
-	maxShards = 4096
+	// chunkSize shards make one chunk, the unit With copies: a change
+	// copies the chunk list, the chunks it touches and their shards.
+	chunkSize = 64
+	minShards = chunkSize
+	maxShards = 256 * chunkSize
 	// shardLoad is the mean number of keys per shard past which With
 	// doubles the shard count, so a change copies O(shardLoad) entries.
-	shardLoad = 32
+	shardLoad = 16
 )
+
+type shardChunk[V any] [chunkSize]map[string]V
 
 // ShardMap is an immutable map from string keys to V, split into shards so
 // that a changed copy (With) costs the size of the shards it touches, not
 // the size of the map. The zero value is an empty map. Get and GetBytes
 // allocate nothing, so the request path can use it.
 type ShardMap[V any] struct {
-	shards []map[string]V // len is a power of two; nil entries are empty
+	chunks []*shardChunk[V] // len*chunkSize is a power of two
 	n      int
 }
 
 // NewShardMap returns a ShardMap holding the entries of m.
 func NewShardMap[V any](m map[string]V) ShardMap[V] {
-	var out ShardMap[V]
-	out.shards = make([]map[string]V, shardsFor(len(m)))
+	b := NewShardMapBuilder[V](len(m))
 	for k, v := range m {
-		out.put(k, v)
+		b.Set(k, v)
 	}
-	return out
+	return b.Build()
 }
+
+// ShardMapBuilder fills a new ShardMap in place, without the copy of
+// building a plain map first. It must not be used after Build.
+type ShardMapBuilder[V any] struct {
+	m    ShardMap[V]
+	hint int // expected keys per shard
+}
+
+// NewShardMapBuilder returns a builder sized for about n keys.
+func NewShardMapBuilder[V any](n int) *ShardMapBuilder[V] {
+	shards := shardsFor(n)
+	b := &ShardMapBuilder[V]{hint: n/shards + 1}
+	b.m.chunks = make([]*shardChunk[V], shards/chunkSize)
+	for i := range b.m.chunks {
+		b.m.chunks[i] = new(shardChunk[V])
+	}
+	return b
+}
+
+// Get returns the value of k so far, or the zero value.
+func (b *ShardMapBuilder[V]) Get(k string) V { return b.m.Get(k) }
+
+// Set sets k to v.
+func (b *ShardMapBuilder[V]) Set(k string, v V) {
+	sh := b.m.shard(maphash.String(shardSeed, k))
+	if *sh == nil {
+		*sh = make(map[string]V, b.hint)
+	}
+	if _, ok := (*sh)[k]; !ok {
+		b.m.n++
+	}
+	(*sh)[k] = v
+}
+
+// Build returns the map built.
+func (b *ShardMapBuilder[V]) Build() ShardMap[V] { return b.m }
 
 func shardsFor(n int) int {
 	s := minShards
@@ -45,17 +87,10 @@ func shardsFor(n int) int {
 	return s
 }
 
-func (m *ShardMap[V]) put(k string, v V) {
-	i := maphash.String(shardSeed, k) & uint64(len(m.shards)-1)
-	sh := m.shards[i]
-	if sh == nil {
-		sh = make(map[string]V, 1)
-		m.shards[i] = sh
-	}
-	if _, ok := sh[k]; !ok {
-		m.n++
-	}
-	sh[k] = v
+// shard returns the slot of the shard of a key hash.
+func (m *ShardMap[V]) shard(h uint64) *map[string]V {
+	i := h & uint64(len(m.chunks)*chunkSize-1)
+	return &m.chunks[i/chunkSize][i%chunkSize]
 }
 
 // Len is the number of keys.
@@ -67,7 +102,7 @@ func (m ShardMap[V]) Lookup(k string) (V, bool) {
 		var zero V
 		return zero, false
 	}
-	v, ok := m.shards[maphash.String(shardSeed, k)&uint64(len(m.shards)-1)][k]
+	v, ok := (*m.shard(maphash.String(shardSeed, k)))[k]
 	return v, ok
 }
 
@@ -83,16 +118,18 @@ func (m ShardMap[V]) GetBytes(b []byte) V {
 		var zero V
 		return zero
 	}
-	return m.shards[maphash.Bytes(shardSeed, b)&uint64(len(m.shards)-1)][string(b)]
+	return (*m.shard(maphash.Bytes(shardSeed, b)))[string(b)]
 }
 
 // All iterates over every key and value, in no particular order.
 func (m ShardMap[V]) All() iter.Seq2[string, V] {
 	return func(yield func(string, V) bool) {
-		for _, sh := range m.shards {
-			for k, v := range sh {
-				if !yield(k, v) {
-					return
+		for _, c := range m.chunks {
+			for _, sh := range c {
+				for k, v := range sh {
+					if !yield(k, v) {
+						return
+					}
 				}
 			}
 		}
@@ -106,7 +143,7 @@ func (m ShardMap[V]) With(set map[string]V, del []string) ShardMap[V] {
 	if len(set) == 0 && len(del) == 0 {
 		return m
 	}
-	if m.shards == nil || m.n+len(set) > len(m.shards)*shardLoad*2 && len(m.shards) < maxShards {
+	if m.chunks == nil || m.n+len(set) > len(m.chunks)*chunkSize*shardLoad*2 && len(m.chunks)*chunkSize < maxShards {
 		// Growing: rebuild once with more shards; amortized over the
 		// insertions that made it necessary.
 		all := make(map[string]V, m.n+len(set))
@@ -119,25 +156,32 @@ func (m ShardMap[V]) With(set map[string]V, del []string) ShardMap[V] {
 		maps.Copy(all, set)
 		return NewShardMap(all)
 	}
-	out := ShardMap[V]{shards: make([]map[string]V, len(m.shards)), n: m.n}
-	copy(out.shards, m.shards)
-	copied := make(map[uint64]bool, len(set)+len(del))
+	out := ShardMap[V]{chunks: slices.Clone(m.chunks), n: m.n}
+	copiedChunk := make(map[int]bool, len(set)+len(del))
+	copiedShard := make(map[*map[string]V]bool, len(set)+len(del))
 	shard := func(k string) map[string]V {
-		i := maphash.String(shardSeed, k) & uint64(len(out.shards)-1)
-		if !copied[i] {
-			copied[i] = true
-			sh := make(map[string]V, len(out.shards[i])+1)
-			maps.Copy(sh, out.shards[i])
-			out.shards[i] = sh
+		i := int(maphash.String(shardSeed, k) & uint64(len(out.chunks)*chunkSize-1))
+		ci := i / chunkSize
+		if !copiedChunk[ci] {
+			copiedChunk[ci] = true
+			c := *out.chunks[ci]
+			out.chunks[ci] = &c
 		}
-		return out.shards[i]
+		slot := &out.chunks[ci][i%chunkSize]
+		if !copiedShard[slot] {
+			copiedShard[slot] = true
+			sh := make(map[string]V, len(*slot)+1)
+			maps.Copy(sh, *slot)
+			*slot = sh
+		}
+		return *slot
 	}
 	for _, k := range del {
 		if _, isSet := set[k]; isSet {
 			continue
 		}
-		if _, ok := m.Lookup(k); !ok {
-			continue
+		if _, ok := out.Lookup(k); !ok {
+			continue // absent, or a repeat of a key already deleted
 		}
 		delete(shard(k), k)
 		out.n--
@@ -159,4 +203,10 @@ func (m ShardMap[V]) Map() map[string]V {
 		out[k] = v
 	}
 	return out
+}
+
+// MarshalJSON encodes the map as a JSON object with sorted keys, like a
+// plain map.
+func (m ShardMap[V]) MarshalJSON() ([]byte, error) {
+	return json.Marshal(m.Map())
 }

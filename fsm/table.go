@@ -27,11 +27,11 @@ type RoutingTable struct {
 
 	// Gen identifies this table among all tables of the process. It is not
 	// part of the replicated state.
-	Gen uint64
+	Gen uint64 `json:"-"`
 	// Delta, when not nil, lists every key whose value differs from the
 	// table whose Gen is Delta.Base; a subscriber holding that table can
 	// patch instead of recompiling everything.
-	Delta *TableDelta
+	Delta *TableDelta `json:"-"`
 }
 
 // TableDelta is what changed between two routing tables: every key of
@@ -156,34 +156,46 @@ func BuildTable(s *State, index uint64) *RoutingTable {
 
 // buildTable is BuildTable that also returns what each session contributes.
 func buildTable(s *State, index uint64) (*RoutingTable, map[string]contribution) {
-	exact := make(map[string][]*Pool)
-	wildcard := make(map[string][]*Pool)
-	routes := make(map[string][]*Member)
+	n := 0
+	for _, sess := range s.Sessions {
+		n += len(sess.Active.Routes)
+	}
+	// Building the shard maps in place saves a copy of every key, which is
+	// most of the time of a restore.
+	exact := NewShardMapBuilder[[]*Pool](n)
+	wildcard := NewShardMapBuilder[[]*Pool](n / 8)
+	routes := NewShardMapBuilder[[]*Member](n)
 	contrib := make(map[string]contribution)
-	pools := make(map[poolKey]*Pool)
 	for _, id := range s.sortedSessionIDs() {
 		sess := s.Sessions[id]
 		c := sessionMembers(sess, func(r *Route, d string, m *Member) {
-			k := poolKey{d, r.Path, sess.Service, r.Priority}
-			p := pools[k]
-			if p == nil {
-				p = &Pool{Domain: d, Path: r.Path, Priority: r.Priority, Service: sess.Service}
-				pools[k] = p
-				if parent, ok := strings.CutPrefix(d, "*."); ok {
-					wildcard[parent] = append(wildcard[parent], p)
-				} else {
-					exact[d] = append(exact[d], p)
+			hosts, key := exact, d
+			if parent, ok := strings.CutPrefix(d, "*."); ok {
+				hosts, key = wildcard, parent
+			}
+			// A host has few pools: a scan of its list finds the pool
+			// cheaper than a map over every pool of the table.
+			ps := hosts.Get(key)
+			var p *Pool
+			for _, q := range ps {
+				if q.Path == r.Path && q.Priority == r.Priority && q.Service == sess.Service {
+					p = q
+					break
 				}
 			}
+			if p == nil {
+				p = &Pool{Domain: d, Path: r.Path, Priority: r.Priority, Service: sess.Service}
+				hosts.Set(key, append(ps, p))
+			}
 			p.Members = append(p.Members, m)
-			routes[r.ID] = append(routes[r.ID], m)
+			routes.Set(r.ID, append(routes.Get(r.ID), m))
 		})
 		if len(c.routes) > 0 {
 			contrib[id] = c
 		}
 	}
-	for _, m := range []map[string][]*Pool{exact, wildcard} {
-		for _, ps := range m {
+	for _, m := range []*ShardMapBuilder[[]*Pool]{exact, wildcard} {
+		for _, ps := range m.m.All() {
 			sortPools(ps)
 			for _, p := range ps {
 				sortMembers(p.Members)
@@ -192,12 +204,55 @@ func buildTable(s *State, index uint64) (*RoutingTable, map[string]contribution)
 	}
 	t := &RoutingTable{
 		Index:    index,
-		Exact:    NewShardMap(exact),
-		Wildcard: NewShardMap(wildcard),
-		Routes:   NewShardMap(routes),
+		Exact:    exact.Build(),
+		Wildcard: wildcard.Build(),
+		Routes:   routes.Build(),
 		Gen:      tableGen.Add(1),
 	}
 	return t, contrib
+}
+
+// contribOwner is the session that serves route id in t, or "".
+func contribOwner(t *RoutingTable, id string) string {
+	if ms := t.Routes.Get(id); len(ms) > 0 {
+		return ms[0].SessionID
+	}
+	return ""
+}
+
+// poolsEqual reports whether two pool lists hold the same pools with the
+// same member pointers, in the same order.
+func poolsEqual(a, b []*Pool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.Domain != y.Domain || x.Path != y.Path || x.Priority != y.Priority || x.Service != y.Service || !slices.Equal(x.Members, y.Members) {
+			return false
+		}
+	}
+	return true
+}
+
+// memberEqual reports whether two members hold the same values.
+func memberEqual(a, b *Member) bool {
+	if a.RouteID != b.RouteID || a.SessionID != b.SessionID || a.Backend != b.Backend ||
+		a.InMaintenance != b.InMaintenance || a.MaintenanceBackend != b.MaintenanceBackend ||
+		a.Drain != b.Drain || (a.Settings == nil) != (b.Settings == nil) {
+		return false
+	}
+	if a.Settings == nil {
+		return true
+	}
+	x, y := a.Settings, b.Settings
+	return x.Options == y.Options && slices.Equal(x.ResponseHeaders, y.ResponseHeaders) &&
+		slices.Equal(x.RequestHeaders, y.RequestHeaders) && ptrEqual(x.Health, y.Health) &&
+		ptrEqual(x.RateLimit, y.RateLimit) && ptrEqual(x.CircuitBreaker, y.CircuitBreaker)
+}
+
+func ptrEqual[T comparable](a, b *T) bool {
+	return a == b || a != nil && b != nil && *a == *b
 }
 
 type poolKey struct {
@@ -225,11 +280,23 @@ func sessionMembers(sess *Session, fn func(r *Route, domain string, m *Member)) 
 		maint[r] = true
 	}
 	seen := make(map[string]bool)
+	// Routes without settings of their own share the session's: the
+	// settings are read-only, and one value per session instead of per
+	// route keeps both the time of a change and the table's memory small.
+	var shared *RouteSettings
 	for i := range sess.Active.Routes {
 		r := &sess.Active.Routes[i]
-		settings := effectiveSettings(&sess.Active, r.ID)
-		if settings.CircuitBreaker != nil {
-			settings.CircuitBreaker.ResetGeneration = sess.BreakerResets[r.ID]
+		var settings *RouteSettings
+		if !hasOwnSettings(&sess.Active, r.ID) && sess.BreakerResets[r.ID] == 0 {
+			if shared == nil {
+				shared = effectiveSettings(&sess.Active, r.ID)
+			}
+			settings = shared
+		} else {
+			settings = effectiveSettings(&sess.Active, r.ID)
+			if settings.CircuitBreaker != nil {
+				settings.CircuitBreaker.ResetGeneration = sess.BreakerResets[r.ID]
+			}
 		}
 		c.routes = append(c.routes, r.ID)
 		for _, d := range r.Domains {
@@ -251,7 +318,20 @@ func sessionMembers(sess *Session, fn func(r *Route, domain string, m *Member)) 
 	return c
 }
 
+// hasOwnSettings reports whether c has settings targeted at route id.
+func hasOwnSettings(c *Config, id string) bool {
+	_, h := c.Headers[id]
+	_, o := c.Options[id]
+	_, hc := c.Health[id]
+	_, rl := c.RateLimit[id]
+	_, cb := c.CircuitBreaker[id]
+	return h || o || hc || rl || cb
+}
+
 func sortMembers(ms []*Member) {
+	if len(ms) < 2 {
+		return
+	}
 	sort.SliceStable(ms, func(i, j int) bool {
 		return routeNumber(ms[i].RouteID) < routeNumber(ms[j].RouteID)
 	})
@@ -284,6 +364,14 @@ func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, d
 			continue
 		}
 		c := sessionMembers(sess, func(r *Route, d string, m *Member) {
+			// An unchanged member keeps its pointer, so that hosts and
+			// routes it serves compare equal to the previous table and
+			// stay out of the delta.
+			if old := prev.Routes.Get(r.ID); len(setRoutes[r.ID]) < len(old) {
+				if o := old[len(setRoutes[r.ID])]; memberEqual(o, m) {
+					m = o
+				}
+			}
 			added[d] = append(added[d], placed{poolKey{d, r.Path, sess.Service, r.Priority}, m})
 			setRoutes[r.ID] = append(setRoutes[r.ID], m)
 		})
@@ -331,6 +419,9 @@ func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, d
 		for _, p := range list {
 			sortMembers(p.Members)
 		}
+		if poolsEqual(old, list) {
+			continue
+		}
 		switch {
 		case wild && len(list) > 0:
 			setWild[key] = list
@@ -347,14 +438,25 @@ func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, d
 			delta.Exact = append(delta.Exact, key)
 		}
 	}
-	for id := range setRoutes {
+	for id, ms := range setRoutes {
+		if old := prev.Routes.Get(id); slices.Equal(old, ms) {
+			delete(setRoutes, id)
+			continue
+		}
 		delta.Routes = append(delta.Routes, id)
 	}
+	kept := delRoutes[:0]
 	for _, id := range delRoutes {
-		if _, ok := setRoutes[id]; !ok {
-			delta.Routes = append(delta.Routes, id)
+		if _, ok := setRoutes[id]; ok {
+			continue
 		}
+		if sess := s.Sessions[contribOwner(prev, id)]; sess != nil && sess.Active.route(id) != nil {
+			continue // still served, unchanged
+		}
+		kept = append(kept, id)
+		delta.Routes = append(delta.Routes, id)
 	}
+	delRoutes = kept
 	slices.Sort(delta.Exact)
 	slices.Sort(delta.Wildcard)
 	slices.Sort(delta.Routes)
@@ -371,6 +473,9 @@ func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, d
 // sortPools orders pools best match first: higher priority, then longer
 // path, then path and service for a stable order.
 func sortPools(ps []*Pool) {
+	if len(ps) < 2 {
+		return
+	}
 	sort.Slice(ps, func(i, j int) bool {
 		a, b := ps[i], ps[j]
 		if a.Priority != b.Priority {

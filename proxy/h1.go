@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -43,9 +44,61 @@ const (
 
 type h1Conn struct {
 	nc       net.Conn
-	br       *bufio.Reader
+	br       *bufio.Reader // reads through dr
 	bw       *bufio.Writer
+	dr       deadlineReader
+	fast     h1Fast // the fast path's response, reused
 	lastUsed time.Time
+}
+
+// h1WatchSlice bounds how long a read on a backend connection blocks
+// before it looks at the request's context again. A read deadline that is
+// only refreshed when half used up replaces a context.AfterFunc per
+// request (five allocations and a lock on the server's context); the
+// price is that a client hanging up is noticed up to one slice late.
+const h1WatchSlice = 500 * time.Millisecond
+
+// deadlineReader is the backend connection as its bufio.Reader sees it:
+// reads that hit the rolling deadline are resumed unless the request's
+// context is done or the response-header deadline (hard) has passed.
+type deadlineReader struct {
+	nc   net.Conn
+	ctx  context.Context // of the request using the connection; nil when idle
+	hard time.Time       // response-header deadline; zero: none
+	dl   time.Time       // read deadline currently set on nc
+}
+
+// arm makes sure a read deadline no later than hard and not about to
+// expire is set, touching the socket only when the current one is not.
+func (d *deadlineReader) arm(now time.Time) {
+	want := now.Add(h1WatchSlice)
+	if !d.hard.IsZero() && d.hard.Before(want) {
+		want = d.hard
+	}
+	if d.dl.IsZero() || d.dl.After(want) || d.dl.Sub(now) < h1WatchSlice/2 {
+		_ = d.nc.SetReadDeadline(want)
+		d.dl = want
+	}
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	for {
+		n, err := d.nc.Read(p)
+		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		if d.ctx != nil {
+			if cerr := d.ctx.Err(); cerr != nil {
+				return 0, fmt.Errorf("waiting for backend: %w", cerr)
+			}
+		}
+		now := time.Now()
+		if !d.hard.IsZero() && !now.Before(d.hard) {
+			return 0, err // a net.Error whose Timeout() is true: 504
+		}
+		d.dl = time.Time{}
+		d.arm(now)
+	}
 }
 
 func newH1Client(addr string, timeout time.Duration, fallback *http.Transport) *h1Client {
@@ -86,7 +139,7 @@ func (c *h1Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, err := c.exchange(ctx, pc, r)
+		resp, err := c.exchange(ctx, pc, r, nil)
 		if err == nil {
 			return resp, nil
 		}
@@ -112,27 +165,62 @@ func isStale(err error) bool {
 		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "broken pipe")
 }
 
-// aLongTimeAgo is a deadline that makes blocked I/O return at once.
-var aLongTimeAgo = time.Unix(1, 0)
+// forward sends r to the backend over a pooled connection, writing the
+// outgoing head straight from r and the route (no outgoing *http.Request),
+// and reads the response headers. r must satisfy fastEligible.
+func (c *h1Client) forward(r *http.Request, fr *fastReq) (*http.Response, error) {
+	ctx := r.Context()
+	for attempt := 0; ; attempt++ {
+		pc, reused, err := c.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.exchange(ctx, pc, r, fr)
+		if err == nil {
+			return resp, nil
+		}
+		_ = pc.nc.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if reused && attempt == 0 && isStale(err) {
+			continue
+		}
+		return nil, err
+	}
+}
 
-// exchange writes r on pc and reads the response headers. The returned
-// body gives pc back to the pool once read to the end.
-func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, r *http.Request) (*http.Response, error) {
-	// The client going away must unblock the read below.
-	stop := context.AfterFunc(ctx, func() { _ = pc.nc.SetDeadline(aLongTimeAgo) })
-	if err := writeRequest(pc.bw, r); err != nil {
-		stop()
+// exchange writes the request on pc (from fr when set, else r as it is)
+// and reads the response headers. The returned body gives pc back to the
+// pool once read to the end.
+func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, r *http.Request, fr *fastReq) (*http.Response, error) {
+	var err error
+	if fr != nil {
+		err = writeOutHead(pc.bw, r, fr)
+	} else {
+		err = writeRequest(pc.bw, r)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("write request: %w", err)
 	}
+	now := time.Now()
+	d := &pc.dr
+	d.ctx = ctx
+	d.hard = time.Time{}
 	if c.timeout > 0 {
-		_ = pc.nc.SetReadDeadline(time.Now().Add(c.timeout))
+		d.hard = now.Add(c.timeout)
+	}
+	if dl, ok := ctx.Deadline(); ok && (d.hard.IsZero() || dl.Before(d.hard)) {
+		d.hard = dl
+	}
+	d.arm(now)
+	if fr != nil {
+		return c.readFastResponse(pc, r.Method)
 	}
 	var resp *http.Response
-	var err error
 	for {
 		resp, err = http.ReadResponse(pc.br, r)
 		if err != nil {
-			stop()
 			return nil, fmt.Errorf("read response: %w", err)
 		}
 		// 1xx informational answers precede the real one.
@@ -140,18 +228,14 @@ func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, r *http.Request) (*
 			break
 		}
 	}
-	if c.timeout > 0 {
-		_ = pc.nc.SetReadDeadline(time.Time{})
-	}
+	// The route timeout bounds the wait for headers only, not the body.
+	d.hard = time.Time{}
 	reusable := !resp.Close
 	if resp.Body == http.NoBody {
-		if !stop() {
-			reusable = false // the deadline may already be poisoned
-		}
 		c.put(pc, reusable)
 		return resp, nil
 	}
-	resp.Body = &h1Body{rc: resp.Body, pc: pc, c: c, stop: stop, reusable: reusable}
+	resp.Body = &h1Body{rc: resp.Body, pc: pc, c: c, reusable: reusable}
 	return resp, nil
 }
 
@@ -209,7 +293,10 @@ func (c *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("dial backend: %w", err)
 	}
-	return &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, false, nil
+	pc := &h1Conn{nc: nc, bw: bufio.NewWriterSize(nc, 4<<10)}
+	pc.dr.nc = nc
+	pc.br = bufio.NewReaderSize(&pc.dr, 16<<10)
+	return pc, false, nil
 }
 
 func (c *h1Client) put(pc *h1Conn, reusable bool) {
@@ -218,6 +305,7 @@ func (c *h1Client) put(pc *h1Conn, reusable bool) {
 		return
 	}
 	pc.lastUsed = time.Now()
+	pc.dr.ctx = nil // an idle connection must not keep a finished request alive
 	c.mu.Lock()
 	if c.closed || len(c.idle) >= h1MaxIdle {
 		c.mu.Unlock()
@@ -248,7 +336,6 @@ type h1Body struct {
 	rc       io.ReadCloser
 	pc       *h1Conn
 	c        *h1Client
-	stop     func() bool
 	reusable bool
 	done     bool
 }
@@ -275,7 +362,7 @@ func (b *h1Body) Close() error {
 
 func (b *h1Body) finish(complete bool) {
 	b.done = true
-	ok := b.stop() && complete && b.reusable
+	ok := complete && b.reusable
 	if ok {
 		b.c.put(b.pc, true)
 	} else {

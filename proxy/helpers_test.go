@@ -25,19 +25,20 @@ func TestMain(m *testing.M) {
 // tableBuilder assembles an fsm.RoutingTable by hand, the way
 // fsm.BuildTable lays it out, without going through Raft.
 type tableBuilder struct {
-	t     *fsm.RoutingTable
-	pools map[string]*fsm.Pool
+	t        *fsm.RoutingTable
+	pools    map[string]*fsm.Pool
+	exact    map[string][]*fsm.Pool
+	wildcard map[string][]*fsm.Pool
+	routes   map[string][]*fsm.Member
 }
 
 func newTable(index uint64) *tableBuilder {
 	return &tableBuilder{
-		t: &fsm.RoutingTable{
-			Index:    index,
-			Exact:    map[string][]*fsm.Pool{},
-			Wildcard: map[string][]*fsm.Pool{},
-			Routes:   map[string][]*fsm.Member{},
-		},
-		pools: map[string]*fsm.Pool{},
+		t:        &fsm.RoutingTable{Index: index},
+		pools:    map[string]*fsm.Pool{},
+		exact:    map[string][]*fsm.Pool{},
+		wildcard: map[string][]*fsm.Pool{},
+		routes:   map[string][]*fsm.Member{},
 	}
 }
 
@@ -78,19 +79,19 @@ func (b *tableBuilder) add(r route) *tableBuilder {
 			p = &fsm.Pool{Domain: d, Path: r.path, Priority: r.priority, Service: r.service}
 			b.pools[key] = p
 			if parent, ok := strings.CutPrefix(d, "*."); ok {
-				b.t.Wildcard[parent] = append(b.t.Wildcard[parent], p)
+				b.wildcard[parent] = append(b.wildcard[parent], p)
 			} else {
-				b.t.Exact[d] = append(b.t.Exact[d], p)
+				b.exact[d] = append(b.exact[d], p)
 			}
 		}
 		p.Members = append(p.Members, m)
-		b.t.Routes[r.id] = append(b.t.Routes[r.id], m)
+		b.routes[r.id] = append(b.routes[r.id], m)
 	}
 	return b
 }
 
 func (b *tableBuilder) build() *fsm.RoutingTable {
-	for _, mm := range []map[string][]*fsm.Pool{b.t.Exact, b.t.Wildcard} {
+	for _, mm := range []map[string][]*fsm.Pool{b.exact, b.wildcard} {
 		for _, ps := range mm {
 			sort.SliceStable(ps, func(i, j int) bool {
 				if ps[i].Priority != ps[j].Priority {
@@ -100,6 +101,7 @@ func (b *tableBuilder) build() *fsm.RoutingTable {
 			})
 		}
 	}
+	b.t.Exact, b.t.Wildcard, b.t.Routes = fsm.NewShardMap(b.exact), fsm.NewShardMap(b.wildcard), fsm.NewShardMap(b.routes)
 	return b.t
 }
 

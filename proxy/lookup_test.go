@@ -76,8 +76,8 @@ func TestLookupAllocatesNothing(t *testing.T) {
 	p := bigTable()
 	defer p.Close()
 	ct := p.table.Load()
-	if len(ct.routes) != 10000 {
-		t.Fatalf("routes = %d", len(ct.routes))
+	if ct.routeMap.Len() != 10000 {
+		t.Fatalf("routes = %d", ct.routeMap.Len())
 	}
 	hosts := []string{"svc500.example.com", "SVC7.Example.com:443", "x.zone3.example.com", "nope.test"}
 	for _, h := range hosts {

@@ -61,6 +61,11 @@ type Proxy struct {
 	routes     map[string]*routeState
 	sessions   map[string]*atomic.Int64
 	transports map[transportKey]*transportEntry
+	// trRefs counts the routes using each transport and sessRoutes the
+	// routes of each session, so an incremental Update knows when one is
+	// no longer used without scanning every route.
+	trRefs     map[transportKey]int
+	sessRoutes map[string]int
 	checkers   map[*healthState]context.CancelFunc
 	runCtx     context.Context
 	stopRun    context.CancelFunc
@@ -114,7 +119,7 @@ func New(cfg Config) *Proxy {
 		checkers:   make(map[*healthState]context.CancelFunc),
 	}
 	p.budget.max = int64(cfg.MaxRateLimitIPs)
-	p.table.Store(&table{exact: map[string][]*pool{}, wildcard: map[string][]*pool{}, routes: map[string]*routeCfg{}})
+	p.table.Store(&table{})
 	if cfg.Registerer != nil {
 		p.collector = &collector{p: p}
 		if err := cfg.Registerer.Register(p.collector); err != nil {

@@ -145,16 +145,24 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, rc *routeCfg, fc
 	if upgrade {
 		rt = rc.upgradeRT
 	}
-	out := p.outRequest(r, rc, tgt, fc, upgrade)
 	recv := r.ContentLength
-	var cnt *countingReader
-	if recv < 0 {
-		cnt = &countingReader{r: out.Body}
-		out.Body = cnt
-	}
-	resp, err := rt.RoundTrip(out)
-	if cnt != nil {
-		recv = cnt.n.Load()
+	var resp *http.Response
+	var err error
+	if h1, ok := rt.(*h1Client); ok && !upgrade && fastEligible(r) {
+		// Bodiless request to a plain HTTP/1.1 backend: written straight
+		// from r, no outgoing request to build.
+		resp, err = h1.forward(r, &fastReq{rc: rc, tgt: tgt, fc: fc})
+	} else {
+		out := p.outRequest(r, rc, tgt, fc, upgrade)
+		var cnt *countingReader
+		if recv < 0 {
+			cnt = &countingReader{r: out.Body}
+			out.Body = cnt
+		}
+		resp, err = rt.RoundTrip(out)
+		if cnt != nil {
+			recv = cnt.n.Load()
+		}
 	}
 	breakerOn := rc.brk != nil && !rc.maint
 	if err != nil {

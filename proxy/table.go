@@ -11,10 +11,22 @@ import (
 // table is the compiled, immutable form of an fsm.RoutingTable that the
 // request path reads through Proxy.table without locks.
 type table struct {
-	index    uint64
-	exact    map[string][]*pool
-	wildcard map[string][]*pool
-	routes   map[string]*routeCfg
+	index uint64
+	// gen is the fsm.RoutingTable.Gen this table was compiled from; Update
+	// patches it when the next fsm table's delta has it as base.
+	gen      uint64
+	exact    fsm.ShardMap[[]*pool]
+	wildcard fsm.ShardMap[[]*pool]
+	routeMap fsm.ShardMap[*routeCfg]
+}
+
+// routes iterates over every route of the table, in no particular order.
+func (t *table) routes(yield func(string, *routeCfg) bool) {
+	for id, rc := range t.routeMap.All() {
+		if !yield(id, rc) {
+			return
+		}
+	}
 }
 
 // pool is one compiled fsm.Pool.
@@ -71,11 +83,11 @@ type routeCfg struct {
 func (t *table) lookup(host, path string) *pool {
 	host = stripPort(host)
 	if !hasUpper(host) {
-		if p := firstMatch(t.exact[host], path); p != nil {
+		if p := firstMatch(t.exact.Get(host), path); p != nil {
 			return p
 		}
 		if i := strings.IndexByte(host, '.'); i >= 0 {
-			return firstMatch(t.wildcard[host[i+1:]], path)
+			return firstMatch(t.wildcard.Get(host[i+1:]), path)
 		}
 		return nil
 	}
@@ -91,13 +103,13 @@ func (t *table) lookup(host, path string) *pool {
 		}
 		b[i] = c
 	}
-	// m[string(b)] does not allocate: the compiler looks up the bytes.
-	if p := firstMatch(t.exact[string(b)], path); p != nil {
+	// GetBytes looks the bytes up without converting them to a string.
+	if p := firstMatch(t.exact.GetBytes(b), path); p != nil {
 		return p
 	}
 	for i, c := range b {
 		if c == '.' {
-			return firstMatch(t.wildcard[string(b[i+1:])], path)
+			return firstMatch(t.wildcard.GetBytes(b[i+1:]), path)
 		}
 	}
 	return nil
