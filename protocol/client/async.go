@@ -100,13 +100,21 @@ func (mw *maintWait) finish(err error) {
 
 // addMaint starts waiting for mw's MAINT_OK. It runs on the reader
 // goroutine right after the ACK, before the next line can be read, so the
-// MAINT_OK cannot slip past.
-func (c *Client) addMaint(mw *maintWait) {
+// MAINT_OK cannot slip past. session is the one the command was sent for.
+func (c *Client) addMaint(mw *maintWait, session string) {
 	mw.since = time.Now()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		mw.finish(ErrClosed)
+		return
+	}
+	if c.session != session {
+		// An ACK read on a connection retiring after SHUTDOWN, after
+		// failover already replaced the expired session: its MAINT_OK
+		// went with the old session.
+		c.mu.Unlock()
+		mw.finish(ErrSessionLost)
 		return
 	}
 	kept := c.maint[:0]

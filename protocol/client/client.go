@@ -110,6 +110,10 @@ type Client struct {
 	onRereg      []ReregisterFunc
 	onMaint      []func(MaintNotice)
 	onShutdown   []func(addr string)
+
+	// maintLimit bounds the wait for MAINT_OK after the ACK
+	// (abandonedMaintTTL; tests shorten it).
+	maintLimit time.Duration
 }
 
 // New connects to one of cfg.Addrs, registers the session and returns the
@@ -200,6 +204,8 @@ func newClient(cfg Config, register bool) (*Client, error) {
 		events:   make(chan func(), eventQueueLen),
 		addrs:    append([]string(nil), cfg.Addrs...),
 		live:     make(map[*conn]struct{}),
+
+		maintLimit: abandonedMaintTTL,
 	}
 	c.hooks.Add(1)
 	go func() {
@@ -356,8 +362,9 @@ func (c *Client) getConn(ctx context.Context) (*conn, string, error) {
 // call sends `word|S|fields...` (or `word|fields...` without a session) and
 // returns the response split into code and rest. A response code ERROR
 // becomes a *ServerError. onResponse, if set, runs on the reader goroutine
-// as soon as the response line arrives.
-func (c *Client) call(ctx context.Context, word string, withSession bool, onResponse func(string), fields ...string) (code, rest string, cn *conn, err error) {
+// as soon as the response line arrives, with the session the command was
+// sent for.
+func (c *Client) call(ctx context.Context, word string, withSession bool, onResponse func(session, line string), fields ...string) (code, rest string, cn *conn, err error) {
 	if err := ctx.Err(); err != nil {
 		return "", "", nil, fmt.Errorf("%s: not sent: %w", word, err)
 	}
@@ -372,7 +379,15 @@ func (c *Client) call(ctx context.Context, word string, withSession bool, onResp
 			return "", "", nil, fmt.Errorf("%s: %w", word, ErrNoSession)
 		}
 		line := buildLine(word, withSession, session, fields)
-		w, err := cn.send(ctx, line, onResponse)
+		var hook func(string)
+		if onResponse != nil {
+			hook = func(line string) { onResponse(session, line) }
+		}
+		w, err := cn.send(ctx, line, hook)
+		if errors.Is(err, errNotSent) {
+			// The caller ran out of time before the line went out.
+			return "", "", nil, fmt.Errorf("%s: %w", word, err)
+		}
 		if err != nil {
 			// Not written (the connection died or is retiring): try the
 			// next one, which getConn waits for.

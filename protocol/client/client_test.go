@@ -317,7 +317,7 @@ func TestConcurrentPipelining(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	waitGroup(t, &wg, "the pipelined callers")
 	close(errs)
 	for err := range errs {
 		t.Error(err)
@@ -346,36 +346,44 @@ func TestContextCancelKeepsResponsesMatched(t *testing.T) {
 	t.Cleanup(unblock) // runs before the server's cleanup
 	srv.handle(func(fc *fakeConn, line string, f []string) bool {
 		if f[0] == "ROUTE_ADD" {
-			<-release
+			hold(release)
 			fc.send("ROUTE_OK|r1")
 			return true
 		}
 		return false
 	})
 	c := newTestClient(t, testConfig(srv.addr))
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+
+	// The context ends only once the command is surely written: a short
+	// timeout could end it before the write on a loaded machine, and this
+	// test is about a command abandoned after it went out.
+	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	_, err := c.RouteAdd(ctx, RouteSpec{Domains: []string{"a.com"}, Path: "/", BackendURL: "http://b"})
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("RouteAdd error = %v, want deadline exceeded", err)
+	addErr := make(chan error, 1)
+	go func() {
+		_, err := c.RouteAdd(ctx, RouteSpec{Domains: []string{"a.com"}, Path: "/", BackendURL: "http://b"})
+		addErr <- err
+	}()
+	waitFor(t, "ROUTE_ADD at the server", func() bool { return len(srv.receivedWith("ROUTE_ADD|")) == 1 })
+	cancel()
+	if err := recv(t, addErr, "RouteAdd to give up"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("RouteAdd error = %v, want canceled", err)
 	}
+
 	// The abandoned command's answer comes first and must be discarded,
 	// not handed to the Ping.
+	pingCtx := ctxT(t)
 	pingErr := make(chan error, 1)
-	go func() { pingErr <- c.Ping(ctxT(t)) }()
+	go func() { pingErr <- c.Ping(pingCtx) }()
 	// The server reads the PING only after answering the ROUTE_ADD, so
 	// wait until the client has both commands queued.
-	waitFor(t, "PING queued behind the abandoned command", func() bool {
-		c.mu.Lock()
-		cn := c.cur
-		c.mu.Unlock()
-		cn.mu.Lock()
-		defer cn.mu.Unlock()
-		return len(cn.queue) == 2
-	})
+	waitFor(t, "PING queued behind the abandoned command", func() bool { return currentQueueLen(c) == 2 })
 	unblock()
-	if err := <-pingErr; err != nil {
+	if err := recv(t, pingErr, "Ping"); err != nil {
 		t.Fatalf("Ping after abandoned command: %v", err)
+	}
+	if n := len(srv.receivedWith("RECONNECT")); n != 0 {
+		t.Fatalf("RECONNECT sent %d times: the abandoned command cost the connection", n)
 	}
 	// A context canceled while waiting for a connection leaves no goroutine
 	// behind either (goleak in TestMain checks).
@@ -383,6 +391,44 @@ func TestContextCancelKeepsResponsesMatched(t *testing.T) {
 	ccancel()
 	if err := c.Ping(cctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Ping with canceled ctx = %v", err)
+	}
+}
+
+// pastDeadlineCtx has a deadline that has already passed but does not
+// report it through Err yet, as a context does in the moment between its
+// deadline and its timer firing. It lets a test land exactly in the window
+// between call's own ctx check and the write.
+type pastDeadlineCtx struct{ context.Context }
+
+func (pastDeadlineCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Second), true }
+
+// TestDeadlinePassedAtWriteKeepsConnection: on a loaded machine a short
+// deadline can pass between the command's start and its write. Nothing was
+// written, so the command fails as not sent (safe to retry) and the
+// connection, with every command pipelined on it, lives on.
+func TestDeadlinePassedAtWriteKeepsConnection(t *testing.T) {
+	srv := newFakeServer(t)
+	c := newTestClient(t, testConfig(srv.addr))
+	cn := currentConn(c)
+
+	err := c.Ping(pastDeadlineCtx{ctxT(t)})
+	if !errors.Is(err, errNotSent) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Ping with a passed deadline = %v, want not sent, deadline exceeded", err)
+	}
+	if IsUnknownOutcome(err) {
+		t.Fatalf("Ping that was never written reports an unknown outcome: %v", err)
+	}
+	if err := c.Ping(ctxT(t)); err != nil {
+		t.Fatalf("next Ping: %v", err)
+	}
+	if currentConn(c) != cn || cn.dead() {
+		t.Fatal("the connection was replaced after a command that was not written")
+	}
+	if got := srv.received(); len(got) != 2 || got[1] != "PING|svc-1" {
+		t.Fatalf("server received %q, want REGISTER and one PING", got)
+	}
+	if n := currentQueueLen(c); n != 0 {
+		t.Fatalf("%d waiters left queued, want 0", n)
 	}
 }
 
@@ -397,15 +443,17 @@ func TestCloseFailsInFlightAndLaterCalls(t *testing.T) {
 		return false
 	})
 	cfg := testConfig(srv.addr)
+	cfg.CommandTimeout = -1 // only Close can end the call
 	c, err := New(ctxT(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() }) // if the test fails before its own Close
 	res := make(chan error, 1)
 	go func() { res <- c.ConfigApply(context.Background()) }()
-	<-got
+	recv(t, got, "CONFIG_APPLY at the server")
 	c.Close()
-	if err := <-res; !errors.Is(err, ErrConnectionLost) {
+	if err := recv(t, res, "ConfigApply to fail"); !errors.Is(err, ErrConnectionLost) {
 		t.Fatalf("in-flight ConfigApply after Close = %v, want ErrConnectionLost", err)
 	}
 	if err := c.Ping(ctxT(t)); !errors.Is(err, ErrClosed) {

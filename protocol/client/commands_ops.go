@@ -91,7 +91,10 @@ func (c *Client) DrainCancel(ctx context.Context) error {
 // from a built-in maintenance page. It returns once the node confirms with
 // MAINT_OK that the maintenance backend answers, with an error matching
 // ErrMaintenanceTimeout if the node gave up waiting (after 60 s), or when
-// ctx ends. CommandTimeout bounds only the wait for the ACK.
+// ctx ends. CommandTimeout bounds only the wait for the ACK. If neither line
+// arrives within two minutes (it was lost with a broken connection), the
+// error matches both ErrMaintenanceTimeout and ErrConnectionLost: the
+// outcome is unknown.
 func (c *Client) MaintEnter(ctx context.Context, target, backendURL string) error {
 	if err := checkFields("target", target, "backend_url", backendURL); err != nil {
 		return err
@@ -101,8 +104,8 @@ func (c *Client) MaintEnter(ctx context.Context, target, backendURL string) erro
 
 // MaintExit returns target to normal serving. It returns once the node
 // confirms with MAINT_OK that the route's backend answers, with an error
-// matching ErrMaintenanceTimeout if it did not answer in time, or when ctx
-// ends.
+// matching ErrMaintenanceTimeout if it did not answer in time (or if no
+// answer arrived at all, as for MaintEnter), or when ctx ends.
 func (c *Client) MaintExit(ctx context.Context, target string) error {
 	if err := checkField("target", target); err != nil {
 		return err
@@ -117,9 +120,9 @@ func (c *Client) MaintExit(ctx context.Context, target string) error {
 // MAINT_OK follows the session to whatever node it is attached to.
 func (c *Client) maintCall(ctx context.Context, word string, fields ...string) error {
 	mw := newMaintWait(fields[0])
-	code, rest, _, err := c.call(ctx, word, true, func(line string) {
+	code, rest, _, err := c.call(ctx, word, true, func(session, line string) {
 		if line == "ACK" {
-			c.addMaint(mw)
+			c.addMaint(mw, session)
 		}
 	}, fields...)
 	if err != nil {
@@ -129,6 +132,12 @@ func (c *Client) maintCall(ctx context.Context, word string, fields ...string) e
 	if code != "ACK" {
 		return unexpected(word, code, rest)
 	}
+	// The node ends every wait within its own 60 s timeout, but the line
+	// is lost if no connection of the session is attached when it is sent.
+	// Without this bound a caller with a context that never ends would
+	// wait forever for it.
+	limit := time.NewTimer(c.maintLimit)
+	defer limit.Stop()
 	select {
 	case err := <-mw.ch:
 		if err != nil {
@@ -138,6 +147,10 @@ func (c *Client) maintCall(ctx context.Context, word string, fields ...string) e
 	case <-ctx.Done():
 		mw.abandoned.Store(true)
 		return fmt.Errorf("%s %s: waiting for MAINT_OK: %w", word, fields[0], ctx.Err())
+	case <-limit.C:
+		mw.abandoned.Store(true)
+		return fmt.Errorf("%s %s: %w: neither MAINT_OK nor the timeout line came within %v: %w",
+			word, fields[0], ErrMaintenanceTimeout, c.maintLimit, ErrConnectionLost)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -95,9 +96,16 @@ func (cn *conn) start(wg *sync.WaitGroup) {
 	}()
 }
 
+// errNotSent marks a command that ended before any byte of it was written:
+// the connection is still in step and the command is safe to retry.
+var errNotSent = errors.New("not sent")
+
 // send writes one line and queues its waiter. The waiter is queued before
-// the write so that the response can never arrive ahead of it. A failed
-// write kills the connection: a partial line would desynchronize framing.
+// the write so that the response can never arrive ahead of it. A write that
+// failed after part of the line went out kills the connection, because a
+// partial line would desynchronize framing; one that wrote nothing because
+// the caller's deadline had passed only withdraws its own command, with an
+// error wrapping errNotSent.
 func (cn *conn) send(ctx context.Context, line string, onResponse func(string)) (*waiter, error) {
 	w := &waiter{ch: make(chan response, 1), onResponse: onResponse}
 	buf := make([]byte, 0, len(line)+1)
@@ -105,6 +113,10 @@ func (cn *conn) send(ctx context.Context, line string, onResponse func(string)) 
 
 	cn.writeMu.Lock()
 	defer cn.writeMu.Unlock()
+	// The wait for writeMu may have outlasted the caller.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", errNotSent, err)
+	}
 	cn.mu.Lock()
 	if cn.err != nil || cn.retiring {
 		err := cn.err
@@ -120,10 +132,40 @@ func (cn *conn) send(ctx context.Context, line string, onResponse func(string)) 
 
 	deadline, _ := ctx.Deadline()
 	_ = cn.nc.SetWriteDeadline(deadline) // zero deadline = none
-	if _, err := cn.nc.Write(buf); err != nil {
-		cn.fail(fmt.Errorf("write: %w", err))
+	n, err := cn.nc.Write(buf)
+	if err == nil {
+		return w, nil
 	}
+	// Under load the caller's deadline can pass between its own check and
+	// the write. Killing the connection for that would fail every command
+	// pipelined on it and report a command that never left as lost.
+	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && cn.withdraw(w) {
+		return nil, fmt.Errorf("%w: %w", errNotSent, context.DeadlineExceeded)
+	}
+	cn.fail(fmt.Errorf("write: %w", err))
 	return w, nil
+}
+
+// withdraw removes w, whose line was not written, from the queue. Callers
+// hold writeMu, so w is the newest waiter unless the connection failed
+// meanwhile; then withdraw returns false and w already has its error.
+func (cn *conn) withdraw(w *waiter) bool {
+	cn.mu.Lock()
+	last := len(cn.queue) - 1
+	if cn.err != nil || last < 0 || cn.queue[last] != w {
+		cn.mu.Unlock()
+		return false
+	}
+	cn.queue[last] = nil
+	cn.queue = cn.queue[:last]
+	// A SHUTDOWN that came during the write found w queued and left the
+	// closing to the last answer, which will now never come.
+	retire := cn.retiring && len(cn.queue) == 0
+	cn.mu.Unlock()
+	if retire {
+		cn.fail(errors.New("retired after SHUTDOWN"))
+	}
+	return true
 }
 
 // wait returns the response for w, or the context's error. A waiter that

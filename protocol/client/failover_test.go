@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -15,18 +16,22 @@ func TestMaintEnterWaitsForMaintOK(t *testing.T) {
 	srv.handle(func(fc *fakeConn, line string, f []string) bool {
 		if f[0] == "MAINT_ENTER" {
 			fc.send("ACK")
-			acked <- fc
+			select {
+			case acked <- fc:
+			default: // a second MAINT_ENTER must not block the server
+			}
 			return true
 		}
 		return false
 	})
 	c := newTestClient(t, testConfig(srv.addr))
-	notices := make(chan MaintNotice, 1)
+	notices := make(chan MaintNotice, 4) // room for more than expected: a full channel would block the event goroutine
 	c.OnMaintenance(func(n MaintNotice) { notices <- n })
 
+	ctx := ctxT(t)
 	res := make(chan error, 1)
-	go func() { res <- c.MaintEnter(context.Background(), TargetAll, "http://maint:80") }()
-	fc := <-acked
+	go func() { res <- c.MaintEnter(ctx, TargetAll, "http://maint:80") }()
+	fc := recv(t, acked, "MAINT_ENTER at the server")
 	// A Ping answered after the ACK proves the ACK was read; MaintEnter
 	// must still be waiting.
 	if err := c.Ping(ctxT(t)); err != nil {
@@ -38,10 +43,10 @@ func TestMaintEnterWaitsForMaintOK(t *testing.T) {
 	default:
 	}
 	fc.send("MAINT_OK|ALL")
-	if err := <-res; err != nil {
+	if err := recv(t, res, "MaintEnter"); err != nil {
 		t.Fatalf("MaintEnter: %v", err)
 	}
-	if n := <-notices; n.Target != TargetAll || n.Err != nil {
+	if n := recv(t, notices, "OnMaintenance"); n.Target != TargetAll || n.Err != nil {
 		t.Fatalf("notice = %+v", n)
 	}
 	want := "MAINT_ENTER|" + c.SessionID() + "|ALL|http://maint:80"
@@ -94,18 +99,15 @@ func TestMaintTimeoutWhilePipelined(t *testing.T) {
 		return false
 	})
 	c := newTestClient(t, testConfig(srv.addr))
+	ctx := ctxT(t)
 	res := make(chan error, 1)
-	go func() { res <- c.MaintEnter(context.Background(), "/api", "http://down:1") }()
+	go func() { res <- c.MaintEnter(ctx, "/api", "http://down:1") }()
 	srv.waitLine(t, "MAINT_ENTER|svc-1|/api|http://down:1")
-	waitFor(t, "maintenance wait registered", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return len(c.maint) == 1
-	})
+	waitFor(t, "maintenance wait registered", func() bool { return maintWaits(c) == 1 })
 	if err := c.Ping(ctxT(t)); err != nil {
 		t.Fatalf("Ping got the async error: %v", err)
 	}
-	err := <-res
+	err := recv(t, res, "MaintEnter")
 	if !errors.Is(err, ErrMaintenanceTimeout) {
 		t.Fatalf("MaintEnter = %v, want ErrMaintenanceTimeout", err)
 	}
@@ -122,18 +124,19 @@ func TestMaintTimeoutCompletesOldestWait(t *testing.T) {
 	srv := newFakeServer(t)
 	srv.handle(script(map[string]string{"MAINT_ENTER": "ACK", "MAINT_EXIT": "ACK"}))
 	c := newTestClient(t, testConfig(srv.addr))
+	ctx := ctxT(t)
 	exitRes, enterRes := make(chan error, 1), make(chan error, 1)
-	go func() { exitRes <- c.MaintExit(context.Background(), "r1") }()
-	waitFor(t, "exit wait", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.maint) == 1 })
-	go func() { enterRes <- c.MaintEnter(context.Background(), "r2", "") }()
-	waitFor(t, "enter wait", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.maint) == 2 })
+	go func() { exitRes <- c.MaintExit(ctx, "r1") }()
+	waitFor(t, "exit wait", func() bool { return maintWaits(c) == 1 })
+	go func() { enterRes <- c.MaintEnter(ctx, "r2", "") }()
+	waitFor(t, "enter wait", func() bool { return maintWaits(c) == 2 })
 	fc := srv.connections()[0]
 	fc.send("ERROR|" + maintTimeoutMsg)
-	if err := <-exitRes; !errors.Is(err, ErrMaintenanceTimeout) {
+	if err := recv(t, exitRes, "MaintExit r1"); !errors.Is(err, ErrMaintenanceTimeout) {
 		t.Fatalf("oldest wait (MaintExit r1) = %v, want timeout", err)
 	}
 	fc.send("MAINT_OK|r2")
-	if err := <-enterRes; err != nil {
+	if err := recv(t, enterRes, "MaintEnter r2"); err != nil {
 		t.Fatalf("MaintEnter r2 = %v", err)
 	}
 }
@@ -142,21 +145,25 @@ func TestMaintWaitEndsWithContext(t *testing.T) {
 	srv := newFakeServer(t)
 	srv.handle(script(map[string]string{"MAINT_EXIT": "ACK"}))
 	c := newTestClient(t, testConfig(srv.addr))
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	// The context ends once the ACK is in, while MaintExit waits for
+	// MAINT_OK; a short timeout instead could end it before the command
+	// was even written on a loaded machine.
+	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	if err := c.MaintExit(ctx, "r1"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("MaintExit = %v, want deadline exceeded", err)
+	first := make(chan error, 1)
+	go func() { first <- c.MaintExit(ctx, "r1") }()
+	waitFor(t, "first wait registered", func() bool { return maintWaits(c) == 1 })
+	cancel()
+	if err := recv(t, first, "first MaintExit"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("MaintExit = %v, want canceled", err)
 	}
 	// A second MaintExit for the same target is acknowledged; the first
 	// one's late MAINT_OK must be absorbed by the abandoned wait, not
 	// complete the second.
+	ctx2 := ctxT(t)
 	res := make(chan error, 1)
-	go func() { res <- c.MaintExit(context.Background(), "r1") }()
-	waitFor(t, "second wait registered", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return len(c.maint) == 2
-	})
+	go func() { res <- c.MaintExit(ctx2, "r1") }()
+	waitFor(t, "second wait registered", func() bool { return maintWaits(c) == 2 })
 	fc := srv.connections()[0]
 	fc.send("MAINT_OK|r1")
 	if err := c.Ping(ctxT(t)); err != nil { // orders us after the MAINT_OK
@@ -168,7 +175,7 @@ func TestMaintWaitEndsWithContext(t *testing.T) {
 	default:
 	}
 	fc.send("MAINT_OK|r1")
-	if err := <-res; err != nil {
+	if err := recv(t, res, "second MaintExit"); err != nil {
 		t.Fatalf("second MaintExit: %v", err)
 	}
 }
@@ -235,19 +242,16 @@ func TestFailoverReregister(t *testing.T) {
 		}
 		hooked <- rereg{oldID, newID}
 	})
+	ctx := ctxT(t)
 	maint := make(chan error, 1)
-	go func() { maint <- c.MaintEnter(context.Background(), "ALL", "") }()
-	waitFor(t, "maintenance wait registered", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return len(c.maint) == 1
-	})
+	go func() { maint <- c.MaintEnter(ctx, "ALL", "") }()
+	waitFor(t, "maintenance wait registered", func() bool { return maintWaits(c) == 1 })
 	a.connections()[0].hangUp()
 
-	if got := <-hooked; got != (rereg{"svc-1", "svc-new"}) {
+	if got := recv(t, hooked, "OnReregister"); got != (rereg{"svc-1", "svc-new"}) {
 		t.Fatalf("OnReregister(%q, %q), want svc-1 -> svc-new", got.old, got.new)
 	}
-	if err := <-maint; !errors.Is(err, ErrSessionLost) {
+	if err := recv(t, maint, "MaintEnter"); !errors.Is(err, ErrSessionLost) {
 		t.Fatalf("MaintEnter across re-registration = %v, want ErrSessionLost", err)
 	}
 	if c.SessionID() != "svc-new" {
@@ -276,16 +280,12 @@ func TestShutdownFailsOverAndAnswersInFlight(t *testing.T) {
 	if err != nil || id != "r5" {
 		t.Fatalf("RouteAdd across SHUTDOWN = %q, %v; want r5", id, err)
 	}
-	if addr := <-shut; addr != a.addr {
+	if addr := recv(t, shut, "OnShutdown"); addr != a.addr {
 		t.Fatalf("OnShutdown(%s), want A %s", addr, a.addr)
 	}
 	b.waitLine(t, "RECONNECT|svc-1")
 	// The client closes A's connection itself once nothing is pending.
-	select {
-	case <-a.connections()[0].closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("client kept the connection to the stopping node open")
-	}
+	recv(t, a.connections()[0].closed, "the client to close the stopping node's connection")
 	if err := c.Ping(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -323,8 +323,10 @@ func TestDiscoveryLearnsFailoverTargets(t *testing.T) {
 func TestUnavailableWhenNoNodeAnswers(t *testing.T) {
 	srv := newFakeServer(t)
 	c := newTestClient(t, testConfig(srv.addr))
-	srv.close()
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	srv.refuse()
+	// Usually the Ping is written before the loss is noticed and ends at
+	// once; the timeout only covers the case where it has to wait.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	err := c.Ping(ctx)
 	if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrConnectionLost) {
@@ -332,17 +334,17 @@ func TestUnavailableWhenNoNodeAnswers(t *testing.T) {
 	}
 	// Once the connection loss was noticed, commands are not sent at all.
 	waitFor(t, "disconnected", func() bool { return c.ConnectedTo() == "" })
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel2()
 	if err := c.Ping(ctx2); !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Ping while down = %v, want ErrUnavailable wrapping the deadline", err)
 	}
 
-	// New fails within its context when nothing listens.
+	// New fails within its context when no node answers.
 	ctx3, cancel3 := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel3()
 	if _, err := New(ctx3, testConfig(srv.addr)); err == nil || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("New with no server = %v, want deadline exceeded", err)
+		t.Fatalf("New with no node answering = %v, want deadline exceeded", err)
 	}
 }
 
@@ -372,5 +374,63 @@ func TestShutdownEndsSession(t *testing.T) {
 	}
 	if got := srv.receivedWith("CLIENT_SHUTDOWN"); len(got) != 1 || got[0] != "CLIENT_SHUTDOWN|svc-1" {
 		t.Fatalf("sent %q", got)
+	}
+}
+
+// TestLostMaintOKEndsTheWait: the node acknowledged MAINT_ENTER, then the
+// connection broke and the MAINT_OK went nowhere. A caller whose context
+// never ends must still get an answer: an unknown outcome after the limit.
+func TestLostMaintOKEndsTheWait(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.handle(func(fc *fakeConn, line string, f []string) bool {
+		if f[0] == "MAINT_ENTER" {
+			fc.send("ACK")
+			fc.hangUp()
+			return true
+		}
+		return false
+	})
+	c := newTestClient(t, testConfig(srv.addr))
+	c.maintLimit = 200 * time.Millisecond
+	res := make(chan error, 1)
+	go func() { res <- c.MaintEnter(context.Background(), TargetAll, "") }()
+	err := recv(t, res, "MaintEnter with its MAINT_OK lost")
+	if !errors.Is(err, ErrMaintenanceTimeout) || !IsUnknownOutcome(err) {
+		t.Fatalf("MaintEnter = %v, want maintenance timeout with unknown outcome", err)
+	}
+	srv.waitLine(t, "RECONNECT|svc-1")
+}
+
+// TestAckAfterSessionReplacedFailsAtOnce: node A announces SHUTDOWN with a
+// MAINT_ENTER in flight; failover finds the session expired and registers a
+// new one on B; only then does A acknowledge. That MAINT_OK belongs to the
+// old session and will not come, so the call ends with ErrSessionLost
+// instead of waiting for it.
+func TestAckAfterSessionReplacedFailsAtOnce(t *testing.T) {
+	a, b, c := twoServers(t)
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	a.handle(func(fc *fakeConn, line string, f []string) bool {
+		if f[0] == "MAINT_ENTER" {
+			fc.send("SHUTDOWN")
+			hold(release)
+			fc.send("ACK")
+			return true
+		}
+		return false
+	})
+	b.handle(script(map[string]string{"RECONNECT": "REREGISTER", "REGISTER": "ACK|svc-new"}))
+	ctx := ctxT(t)
+	res := make(chan error, 1)
+	go func() { res <- c.MaintEnter(ctx, TargetAll, "") }()
+	waitFor(t, "new session on B", func() bool { return c.SessionID() == "svc-new" })
+	unblock()
+	if err := recv(t, res, "MaintEnter acknowledged for the old session"); !errors.Is(err, ErrSessionLost) {
+		t.Fatalf("MaintEnter = %v, want ErrSessionLost", err)
+	}
+	if n := maintWaits(c); n != 0 {
+		t.Fatalf("%d maintenance waits kept, want 0", n)
 	}
 }

@@ -30,6 +30,7 @@ type fakeServer struct {
 	conns    []*fakeConn
 	sessions int
 	closed   bool
+	refusing bool   // hang up every connection at once (see refuse)
 	cluster  string // CLUSTER_OK payload
 
 	wg sync.WaitGroup
@@ -76,6 +77,11 @@ func (s *fakeServer) accept() {
 			s.mu.Unlock()
 			nc.Close()
 			return
+		}
+		if s.refusing {
+			s.mu.Unlock()
+			nc.Close()
+			continue
 		}
 		s.conns = append(s.conns, fc)
 		s.mu.Unlock()
@@ -151,6 +157,20 @@ func (s *fakeServer) close() {
 	s.wg.Wait()
 }
 
+// refuse makes the node unreachable while keeping its port: it hangs up
+// every connection, open or new. Closing the listener instead would free
+// the port for another test process, whose server would then answer the
+// client's reconnects.
+func (s *fakeServer) refuse() {
+	s.mu.Lock()
+	s.refusing = true
+	conns := append([]*fakeConn(nil), s.conns...)
+	s.mu.Unlock()
+	for _, fc := range conns {
+		fc.hangUp()
+	}
+}
+
 // received returns every line received so far, in order.
 func (s *fakeServer) received() []string {
 	s.mu.Lock()
@@ -176,10 +196,77 @@ func (s *fakeServer) connections() []*fakeConn {
 	return append([]*fakeConn(nil), s.conns...)
 }
 
+// waitLimit bounds every wait in the tests, so that a lost wake-up fails
+// the test with a message instead of hanging the binary until -timeout.
+const waitLimit = 10 * time.Second
+
+// recv returns the next value from ch, or fails the test after waitLimit.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(waitLimit)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("timed out after %v waiting for %s", waitLimit, what)
+		panic("unreachable")
+	}
+}
+
+// waitGroup waits for wg, or fails the test after waitLimit.
+func waitGroup(t *testing.T, wg *sync.WaitGroup, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	recv(t, done, what)
+}
+
+// hold blocks a server handler until release is closed, for at most
+// waitLimit: a handler stuck forever would hang the server's cleanup.
+func hold(release <-chan struct{}) {
+	timer := time.NewTimer(waitLimit)
+	defer timer.Stop()
+	select {
+	case <-release:
+	case <-timer.C:
+	}
+}
+
+// currentConn returns the client's current connection, nil while there is
+// none.
+func currentConn(c *Client) *conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
+}
+
+// currentQueueLen is the number of commands waiting for a response on the
+// current connection, or -1 while there is none.
+func currentQueueLen(c *Client) int {
+	cn := currentConn(c)
+	if cn == nil {
+		return -1
+	}
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return len(cn.queue)
+}
+
+// maintWaits is the number of maintenance waits the client holds.
+func maintWaits(c *Client) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.maint)
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -238,8 +325,10 @@ func newTestClient(t *testing.T, cfg Config) *Client {
 	return c
 }
 
+// ctxT is a context for one test command. Call it on the test goroutine:
+// it registers a cleanup.
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	t.Cleanup(cancel)
 	return ctx
 }
