@@ -129,6 +129,7 @@ func (s *FrontServer) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	err := s.fallback.Shutdown(ctx)
+	_ = s.fbLn.Close() // hand-overs from here on are refused and closed
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	for {

@@ -311,3 +311,7 @@ func TestFrontServerTimeouts(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkCPUProxyFront(b *testing.B) {
+	reportCPU(b, func() { BenchmarkProxyFront(b) })
+}

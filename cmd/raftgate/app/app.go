@@ -72,6 +72,7 @@ type Node struct {
 
 	controlLn, httpLn, adminLn net.Listener
 	httpSrv, adminSrv          *http.Server
+	front                      *proxy.FrontServer
 	registry                   *prometheus.Registry
 
 	wg       sync.WaitGroup
@@ -197,7 +198,10 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
-	n.serve("proxy", func() error { return n.httpSrv.Serve(n.httpLn) })
+	// The front server answers plain keep-alive GET/HEAD requests on its
+	// own loop and hands every other connection to httpSrv.
+	n.front = proxy.NewFrontServer(n.Proxy, n.httpSrv)
+	n.serve("proxy", func() error { return n.front.Serve(n.httpLn) })
 	n.serve("control", func() error { return n.Control.Serve(n.controlLn) })
 	if n.adminLn != nil {
 		n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
@@ -260,7 +264,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if err := n.Cluster.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("cluster: %w", err))
 		}
-		if err := n.httpSrv.Shutdown(ctx); err != nil {
+		if err := n.front.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("proxy listener: %w", err))
 		}
 		if n.adminSrv != nil {
