@@ -10,10 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/raftgate/raftgate/cmd/raftgate/localcluster"
 )
 
 // procNode is a `raftgate serve` child process on loopback.
@@ -25,15 +28,15 @@ type procNode struct {
 	done                                            chan struct{}
 }
 
-// freePort asks the kernel for a free loopback port.
+// freePort returns a free loopback port below the ephemeral range, so a
+// node restarted on it cannot find it taken by an outgoing connection.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := localcluster.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 }
 
 func newProcNode(t *testing.T, id string) *procNode {

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/raftgate/raftgate/cmd/raftgate/localcluster"
 )
 
 // proc is one child process started by the harness, in its own process
@@ -134,40 +135,11 @@ func statusKB(pid int, key string) int64 {
 	return 0
 }
 
-// freePorts reserves n distinct loopback ports free for both TCP and UDP
-// (memberlist gossips on both). The ports are released before returning, so
-// another program could take one in between; on a benchmark machine that
-// race is rare and costs a failed start, not a wrong number.
+// freePorts returns n free loopback ports below the ephemeral range, so a
+// node restarted on its ports never finds one taken by an outgoing
+// connection (see localcluster.FreePorts).
 func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	var pcs []net.PacketConn
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-		for _, p := range pcs {
-			p.Close()
-		}
-	}()
-	var ports []int
-	for tries := 0; len(ports) < n && tries < 10*n+20; tries++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("reserve port: %w", err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			ln.Close()
-			continue
-		}
-		lns, pcs = append(lns, ln), append(pcs, pc)
-		ports = append(ports, port)
-	}
-	if len(ports) < n {
-		return nil, errors.New("reserve ports: not enough free loopback ports")
-	}
-	return ports, nil
+	return localcluster.FreePorts(n)
 }
 
 // waitTCP waits until addr accepts a TCP connection.

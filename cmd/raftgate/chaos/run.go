@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -188,15 +187,12 @@ func (h *harness) choosePorts() error {
 		h.base = h.cfg.BasePort
 		return nil
 	}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
-	for range 50 {
-		base := 20000 + 100*rng.IntN(400)
-		if localcluster.PortsFree(base, slots) {
-			h.base = base
-			return nil
-		}
+	base, err := localcluster.FreeBase(slots)
+	if err != nil {
+		return fmt.Errorf("%w (or pass --base-port)", err)
 	}
-	return errors.New("no free port range found; pass --base-port")
+	h.base = base
+	return nil
 }
 
 func (h *harness) run(ctx context.Context, rep *Report) error {

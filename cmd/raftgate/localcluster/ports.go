@@ -1,8 +1,13 @@
 package localcluster
 
 import (
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"time"
 )
 
 // Ports are the six listen addresses of one node.
@@ -54,5 +59,66 @@ func PortsFree(base, count int) bool {
 		}
 		pc.Close()
 	}
+	return true
+}
+
+// Node ports are drawn from [minPort, maxPort): below Linux's default
+// ephemeral range (32768-60999). Outgoing connections take ephemeral ports,
+// so a port from that range can be taken by some client while its node is
+// down for a restart, and the node then fails to bind (seen in a chaos run).
+const (
+	minPort = 10000
+	maxPort = 32000
+)
+
+// FreeBase picks a free port layout for slots nodes (see LayoutPorts)
+// below the ephemeral range.
+func FreeBase(slots int) (int, error) {
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
+	span := (maxPort - minPort - 10*slots) / 100
+	for range 100 {
+		base := minPort + 100*rng.IntN(span)
+		if PortsFree(base, slots) {
+			return base, nil
+		}
+	}
+	return 0, errors.New("no free block of loopback ports below 32000; pass a base port")
+}
+
+// FreePorts returns n distinct loopback ports, free for TCP and UDP, below
+// the ephemeral range. They are not reserved: another program could take
+// one before the caller binds it.
+func FreePorts(n int) ([]int, error) {
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())+1))
+	seen := map[int]bool{}
+	var out []int
+	for tries := 0; len(out) < n && tries < 100*n+100; tries++ {
+		p := minPort + rng.IntN(maxPort-minPort)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		if portFree(p) {
+			out = append(out, p)
+		}
+	}
+	if len(out) < n {
+		return nil, errors.New("not enough free loopback ports below 32000")
+	}
+	return out, nil
+}
+
+func portFree(p int) bool {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	pc.Close()
 	return true
 }

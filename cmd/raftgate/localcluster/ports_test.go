@@ -81,3 +81,24 @@ func TestPortsFreeRejectsBusyPort(t *testing.T) {
 		t.Errorf("proxy of slot 0 is %s", got)
 	}
 }
+
+func TestFreePortsStayBelowTheEphemeralRange(t *testing.T) {
+	base, err := FreeBase(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base < minPort || base+10*4 >= 32768 {
+		t.Fatalf("FreeBase(4) = %d: node ports must stay below the ephemeral range", base)
+	}
+	ports, err := FreePorts(20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if p < minPort || p >= 32768 || seen[p] {
+			t.Fatalf("FreePorts gave %d (all: %v)", p, ports)
+		}
+		seen[p] = true
+	}
+}
