@@ -94,6 +94,7 @@ single node needs --bootstrap-expect 1 (the default).`, stderr)
 	leaveOnTerm := fs.Bool("leave-on-terminate", false, "leave the cluster (shrink the voter set) on SIGTERM/SIGINT")
 	fs.Var(&trusted, "trusted-proxies", "CIDRs whose X-Forwarded-For is believed for client IPs (comma-separated)")
 	rlScope := fs.String("ratelimit-scope", "node", "rate limits per 'node', or per 'cluster' (each node takes its share of the live nodes)")
+	pprofOn := fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin address (keep the admin address private)")
 	faults := fs.Bool("fault-injection", false, "TEST ONLY: accept partition requests on the admin address (raftgate chaos)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if code, stop := parseFlags(fs, args); stop {
@@ -132,7 +133,7 @@ single node needs --bootstrap-expect 1 (the default).`, stderr)
 		Join: join, BootstrapExpect: *bootstrapExpect,
 		SessionGrace: *grace, DeadNodeReap: *reap, HoldTimeout: *hold,
 		StaleReads: *stale, LeaveOnTerminate: *leaveOnTerm,
-		TrustedProxies: prefixes, RateLimitScope: *rlScope, FaultInjection: *faults,
+		TrustedProxies: prefixes, RateLimitScope: *rlScope, FaultInjection: *faults, Pprof: *pprofOn,
 		Timing: cluster.DefaultTiming(), Logger: log,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

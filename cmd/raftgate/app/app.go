@@ -55,6 +55,8 @@ type Config struct {
 	// FaultInjection enables the test-only admin endpoint that cuts this
 	// node off from chosen peers (raftgate chaos).
 	FaultInjection bool
+	// Pprof serves net/http/pprof under /debug/pprof/ on the admin address.
+	Pprof bool
 
 	Timing cluster.Timing // zero: cluster.DefaultTiming()
 	Logger *slog.Logger
