@@ -133,27 +133,7 @@ func (c *h1Client) RoundTrip(r *http.Request) (*http.Response, error) {
 	if !fastEligible(r) {
 		return c.fallback.RoundTrip(r)
 	}
-	ctx := r.Context()
-	for attempt := 0; ; attempt++ {
-		pc, reused, err := c.get(ctx)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := c.exchange(ctx, pc, r, nil)
-		if err == nil {
-			return resp, nil
-		}
-		_ = pc.nc.Close()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		// A pooled connection the backend closed while idle fails before
-		// any byte of answer; the request is replayable, so dial afresh.
-		if reused && attempt == 0 && isStale(err) {
-			continue
-		}
-		return nil, err
-	}
+	return c.forward(r, nil)
 }
 
 func isStale(err error) bool {
@@ -165,9 +145,12 @@ func isStale(err error) bool {
 		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "broken pipe")
 }
 
-// forward sends r to the backend over a pooled connection, writing the
-// outgoing head straight from r and the route (no outgoing *http.Request),
-// and reads the response headers. r must satisfy fastEligible.
+// forward sends r to the backend over a pooled connection and reads the
+// response headers. With fr it writes the outgoing head straight from r and
+// the route (no outgoing *http.Request); without, r is already the
+// outgoing request. A pooled connection the backend closed while idle fails
+// before any byte of answer; the request is replayable, so it dials afresh
+// once. r must satisfy fastEligible.
 func (c *h1Client) forward(r *http.Request, fr *fastReq) (*http.Response, error) {
 	ctx := r.Context()
 	for attempt := 0; ; attempt++ {

@@ -39,3 +39,29 @@ func startCluster(ctx context.Context, bin, dir string, n int, extra ...string) 
 	}
 	return c, nil
 }
+
+// clusterWithBackend sets up what the failover and propagation benchmarks
+// share: a work directory, an in-process backend and a 3-node cluster.
+// The returned func tears all three down.
+func clusterWithBackend(ctx context.Context, o Options, name string) (*localcluster.Cluster, string, func(), error) {
+	dir, cleanup, err := workDir(o.Dir, name)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	backend, stopBackend, err := inprocBackend(ctx)
+	if err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	c, err := startCluster(ctx, o.Binary, dir, 3)
+	if err != nil {
+		stopBackend()
+		cleanup()
+		return nil, "", nil, err
+	}
+	return c, backend, func() {
+		_ = c.StopAll(clusterStopLimit)
+		stopBackend()
+		cleanup()
+	}, nil
+}

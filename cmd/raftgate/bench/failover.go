@@ -18,21 +18,11 @@ func Failover(ctx context.Context, o Options) (*Report, error) {
 	o = o.withDefaults()
 	rep := newReport("failover", "leader SIGKILL under writers: write unavailability and data-plane errors")
 	start := time.Now()
-	dir, cleanup, err := workDir(o.Dir, "failover")
+	c, backend, teardown, err := clusterWithBackend(ctx, o, "failover")
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
-	backend, stopBackend, err := inprocBackend(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer stopBackend()
-	c, err := startCluster(ctx, o.Binary, dir, 3)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = c.StopAll(clusterStopLimit) }()
+	defer teardown()
 
 	// One route served by every node for the probes.
 	lc, err := dialLine(ctx, c.Nodes[0].Control)

@@ -15,21 +15,11 @@ func Propagation(ctx context.Context, o Options) (*Report, error) {
 	o = o.withDefaults()
 	rep := newReport("propagation", "CONFIG_APPLY OK → every node's proxy serves the change")
 	start := time.Now()
-	dir, cleanup, err := workDir(o.Dir, "propagation")
+	c, backend, teardown, err := clusterWithBackend(ctx, o, "propagation")
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
-	backend, stopBackend, err := inprocBackend(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer stopBackend()
-	c, err := startCluster(ctx, o.Binary, dir, 3)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = c.StopAll(clusterStopLimit) }()
+	defer teardown()
 
 	conns := make([]*lineConn, len(c.Nodes))
 	for i, nd := range c.Nodes {
