@@ -344,12 +344,9 @@ func sortMembers(ms []*Member) {
 // cost follows the change, not the table. The result equals
 // BuildTable(s, index) except for Gen and Delta.
 func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, dirty map[string]bool, index uint64) *RoutingTable {
-	type placed struct {
-		key poolKey
-		m   *Member
-	}
 	hosts := make(map[string]bool)     // domains as configured
 	added := make(map[string][]placed) // domain -> members of dirty sessions
+	reused := make(map[string]int)     // domain -> added members that kept their old pointer
 	setRoutes := make(map[string][]*Member)
 	var delRoutes []string
 	for id := range dirty {
@@ -370,6 +367,7 @@ func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, d
 			if old := prev.Routes.Get(r.ID); len(setRoutes[r.ID]) < len(old) {
 				if o := old[len(setRoutes[r.ID])]; memberEqual(o, m) {
 					m = o
+					reused[d]++
 				}
 			}
 			added[d] = append(added[d], placed{poolKey{d, r.Path, sess.Service, r.Priority}, m})
@@ -393,6 +391,9 @@ func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, d
 			old = prev.Wildcard.Get(key)
 		} else {
 			old = prev.Exact.Get(key)
+		}
+		if unchangedHost(old, added[d], reused[d], dirty) {
+			continue
 		}
 		pools := make(map[poolKey]*Pool)
 		var list []*Pool
@@ -468,6 +469,40 @@ func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, d
 		Gen:      tableGen.Add(1),
 		Delta:    delta,
 	}
+}
+
+// placed is a member with the pool it goes into.
+type placed struct {
+	key poolKey
+	m   *Member
+}
+
+// unchangedHost reports, without rebuilding its pools, that a host keeps
+// exactly its pools: every member the dirty sessions now place there is
+// the very member (same pointer) they had in the same pool before, and
+// they had no other. Most hosts of a changed session are like this, and
+// skipping them keeps a change's cost near the size of the change.
+func unchangedHost(old []*Pool, added []placed, reused int, dirty map[string]bool) bool {
+	if len(added) == 0 || reused != len(added) {
+		return false
+	}
+	before := make(map[*Member]poolKey, len(added))
+	for _, p := range old {
+		for _, m := range p.Members {
+			if dirty[m.SessionID] {
+				before[m] = poolKey{p.Domain, p.Path, p.Service, p.Priority}
+			}
+		}
+	}
+	if len(before) != len(added) {
+		return false
+	}
+	for _, pm := range added {
+		if k, ok := before[pm.m]; !ok || k != pm.key {
+			return false
+		}
+	}
+	return true
 }
 
 // sortPools orders pools best match first: higher priority, then longer

@@ -36,8 +36,8 @@ func tableEntries(t *testing.T, l *testLog, rng *rand.Rand, n int) []*raft.Log {
 		s := sessions[rng.Intn(len(sessions))]
 		rid := fmt.Sprintf("r%d", 1+rng.Intn(i+1))
 		target := []string{TargetAll, rid}[rng.Intn(2)]
-		op := rng.Intn(16)
-		if op >= 14 && rng.Intn(4) != 0 {
+		op := rng.Intn(17)
+		if op >= 14 && op <= 15 && rng.Intn(4) != 0 {
 			op = 4 // ending sessions often would leave an empty table
 		}
 		switch op {
@@ -72,6 +72,19 @@ func tableEntries(t *testing.T, l *testLog, rng *rand.Rand, n int) []*raft.Log {
 		case 15:
 			add(CmdDetach, s, ConnPayload{Conn: "c"})
 			add(CmdExpire, "", SessionsPayload{Sessions: []string{s}, Grace: int64(time.Millisecond)})
+		case 16:
+			// Edits that keep the member's pointer but move it (path,
+			// priority, domains) or change it (backend).
+			switch rng.Intn(4) {
+			case 0:
+				add(CmdRouteUpdate, s, RouteUpdatePayload{RouteID: rid, Field: "path", Value: fmt.Sprintf("/p%d", rng.Intn(2))})
+			case 1:
+				add(CmdRouteUpdate, s, RouteUpdatePayload{RouteID: rid, Field: "priority", Value: fmt.Sprint(rng.Intn(2))})
+			case 2:
+				add(CmdRouteUpdate, s, RouteUpdatePayload{RouteID: rid, Field: "domains", Value: domains[rng.Intn(len(domains))] + "," + domains[rng.Intn(len(domains))]})
+			case 3:
+				add(CmdRouteUpdate, s, RouteUpdatePayload{RouteID: rid, Field: "backend_url", Value: fmt.Sprintf("http://127.0.0.1:%d", 8000+rng.Intn(3))})
+			}
 		}
 	}
 	return out
@@ -266,5 +279,29 @@ func BenchmarkApplyOneRoute(b *testing.B) {
 				l.f.ApplyBatch([]*raft.Log{e})
 			}
 		})
+	}
+}
+
+// TestRouteEditsThatKeepTheMember moves a route within and across hosts
+// (path, priority, domains) without changing its member, the case where an
+// unchanged-host shortcut must not keep the old pool.
+func TestRouteEditsThatKeepTheMember(t *testing.T) {
+	for _, edit := range []RouteUpdatePayload{
+		{Field: "path", Value: "/other"},
+		{Field: "priority", Value: "7"},
+		{Field: "domains", Value: "b.example.com,a.example.com"},
+		{Field: "domains", Value: "c.example.com"},
+		{Field: "backend_url", Value: "http://127.0.0.1:9"},
+	} {
+		l := newTestLog(t)
+		s := l.register("svc", "a")
+		id := l.mustOK(CmdRouteAdd, s, RouteSpec{Domains: []string{"a.example.com", "b.example.com"}, Path: "/p", Backend: "http://127.0.0.1:1"})
+		l.mustOK(CmdRouteAdd, s, route("a.example.com", "/q", "http://127.0.0.1:2"))
+		l.mustOK(CmdConfigApply, s, nil)
+		prev := l.f.Table()
+		edit.RouteID = id
+		l.mustOK(CmdRouteUpdate, s, edit)
+		l.mustOK(CmdConfigApply, s, nil)
+		checkTable(t, l.f, prev, "after editing "+edit.Field+" to "+edit.Value)
 	}
 }
