@@ -132,19 +132,13 @@ func (s *Server) EmitLocal(t string, v any) {
 // HealthChanged forwards a proxy health flip as backend_health_changed to
 // the sessions owning the route.
 func (s *Server) HealthChanged(ev proxy.HealthEvent) {
-	var owner string
-	s.cfg.FSM.View(func(st *fsm.State) {
-		for id, sess := range st.Sessions {
-			if activeRoute(sess, ev.RouteID) {
-				owner = id
-				return
-			}
-		}
-	})
-	if owner == "" {
+	// The routing table knows each active route's session: no scan of
+	// every session per event.
+	members := s.cfg.FSM.Table().Routes.Get(ev.RouteID)
+	if len(members) == 0 {
 		return
 	}
-	s.Emit(owner, "backend_health_changed", map[string]any{
+	s.Emit(members[0].SessionID, "backend_health_changed", map[string]any{
 		"route_id": ev.RouteID, "backend": ev.Backend, "healthy": ev.Healthy, "reason": ev.Reason, "node": ev.Node,
 	})
 }

@@ -130,36 +130,25 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if _, err := encodeJSONField("metadata", cfg.Metadata); err != nil {
 		return nil, err
 	}
-	c, err := newClient(cfg, true)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.connectFirst(ctx); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
+	return open(ctx, cfg, true)
 }
 
 // Dial connects to one of addrs without registering a session, for
 // session-less commands such as Ping and ClusterStatus. Session commands on
 // it return ErrNoSession.
 func Dial(ctx context.Context, addrs ...string) (*Client, error) {
-	c, err := newClient(Config{Addrs: addrs}, false)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.connectFirst(ctx); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
+	return DialConfig(ctx, Config{Addrs: addrs})
 }
 
 // DialConfig is Dial with the timeouts, backoff and logger of cfg; the
 // session fields of cfg are ignored.
 func DialConfig(ctx context.Context, cfg Config) (*Client, error) {
-	c, err := newClient(cfg, false)
+	return open(ctx, cfg, false)
+}
+
+// open makes a client and connects it (registering when asked).
+func open(ctx context.Context, cfg Config, register bool) (*Client, error) {
+	c, err := newClient(cfg, register)
 	if err != nil {
 		return nil, err
 	}
