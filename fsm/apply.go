@@ -24,11 +24,14 @@ const (
 // applied is what applyCommand returns for one entry.
 type applied struct {
 	Notification
-	// dirty lists the sessions whose contribution to the routing table
-	// may have changed (what they served before the entry, after it, or
-	// both); the FSM recomputes only their hosts and routes.
-	dirty []string
+	// dirty lists the routes whose place in the routing table may have
+	// changed (what they served before the entry, after it, or both); the
+	// FSM recomputes only them and their hosts.
+	dirty []dirtyRoute
 }
+
+// dirtyRoute names a route of a session that a command changed.
+type dirtyRoute struct{ session, route string }
 
 // applier applies one command type. sess is the named session, already
 // looked up (nil for commands that name none).
@@ -121,9 +124,20 @@ func (a *applyCtx) dispatch() Result {
 	return fn(a)
 }
 
-// tableChanged records that session id's routing table contribution
-// changed.
-func (a *applyCtx) tableChanged(id string) { a.out.dirty = append(a.out.dirty, id) }
+// routesChanged records that routes of a session may serve differently.
+func (a *applyCtx) routesChanged(session string, ids ...string) {
+	for _, id := range ids {
+		a.out.dirty = append(a.out.dirty, dirtyRoute{session, id})
+	}
+}
+
+// sessionChanged records that every active route of s may serve
+// differently. A command that removes routes calls it before removing them.
+func (a *applyCtx) sessionChanged(s *Session) {
+	for i := range s.Active.Routes {
+		a.routesChanged(s.ID, s.Active.Routes[i].ID)
+	}
+}
 
 func fail(format string, args ...any) Result { return Result{Err: fmt.Sprintf(format, args...)} }
 
@@ -134,9 +148,7 @@ func (a *applyCtx) endSession(s *Session, reason string) {
 	if a.st.byInstance[instanceKey(s.Service, s.Instance)] == s.ID {
 		delete(a.st.byInstance, instanceKey(s.Service, s.Instance))
 	}
-	if len(s.Active.Routes) > 0 {
-		a.tableChanged(s.ID)
-	}
+	a.sessionChanged(s)
 	a.out.Ended = append(a.out.Ended, EndedSession{Session: *s, Reason: reason})
 }
 

@@ -15,7 +15,7 @@ func applyDrainStart(a *applyCtx) Result {
 		return fail("invalid duration: must be positive")
 	}
 	a.sess.Drain = &Drain{StartedAt: a.cmd.At, Duration: p.Duration}
-	a.tableChanged(a.sess.ID)
+	a.sessionChanged(a.sess)
 	return Result{Value: time.Unix(0, a.sess.Drain.EndsAt()).UTC().Format(time.RFC3339)}
 }
 
@@ -24,7 +24,7 @@ func applyDrainCancel(a *applyCtx) Result {
 		return fail(ErrNoDrain)
 	}
 	a.sess.Drain = nil
-	a.tableChanged(a.sess.ID)
+	a.sessionChanged(a.sess)
 	return Result{}
 }
 
@@ -94,7 +94,7 @@ func applyMaintEnter(a *applyCtx) Result {
 	m.Routes = sortedUnique(append(m.Routes, ids...))
 	m.Backend = p.Backend
 	m.EnteredAt = a.cmd.At
-	a.tableChanged(a.sess.ID)
+	a.sessionChanged(a.sess)
 	return Result{Value: strings.Join(ids, ",")}
 }
 
@@ -127,7 +127,7 @@ func applyMaintExit(a *applyCtx) Result {
 	if len(keep) == 0 {
 		a.sess.Maintenance = Maintenance{}
 	}
-	a.tableChanged(a.sess.ID)
+	a.sessionChanged(a.sess)
 	return Result{Value: strings.Join(ids, ",")}
 }
 
@@ -177,7 +177,7 @@ func applyCircuitBreakerReset(a *applyCtx) Result {
 		a.sess.BreakerResets = make(map[string]uint64)
 	}
 	a.sess.BreakerResets[p.RouteID]++
-	a.tableChanged(a.sess.ID)
+	a.routesChanged(a.sess.ID, p.RouteID)
 	return Result{}
 }
 

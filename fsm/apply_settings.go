@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -196,13 +197,37 @@ func applyConfigApply(a *applyCtx) Result {
 	if a.sess.Staged == nil {
 		return Result{}
 	}
-	next := a.sess.Active.merge(a.sess.Staged, scopes)
-	if msg := validateConfig(a.st, a.sess, &next); msg != "" {
+	var next Config
+	if len(p.Scopes) == 0 {
+		// Staged is a full copy of its own and is dropped below: it
+		// becomes the active configuration without another copy.
+		next = *a.sess.Staged
+	} else {
+		next = a.sess.Active.merge(a.sess.Staged, scopes)
+	}
+	gone, come := diffRoutes(a.sess.Active.Routes, next.Routes)
+	if msg := validateRoutes(a.st, a.sess, come); msg != "" {
 		return fail("%s", msg)
 	}
-	a.st.removeOwner(a.sess, a.sess.Active.Routes)
+	targets := changedTargets(&a.sess.Active, &next)
+	if slices.Contains(targets, TargetAll) {
+		a.sessionChanged(a.sess) // the routes it drops; the rest below
+	} else {
+		for _, r := range gone {
+			a.routesChanged(a.sess.ID, r.ID)
+		}
+		a.routesChanged(a.sess.ID, targets...)
+	}
+	a.st.removeOwner(a.sess, gone)
 	a.sess.Active = next
-	a.st.addOwner(a.sess, a.sess.Active.Routes)
+	a.st.addOwner(a.sess, come)
+	if slices.Contains(targets, TargetAll) {
+		a.sessionChanged(a.sess)
+	} else {
+		for _, r := range come {
+			a.routesChanged(a.sess.ID, r.ID)
+		}
+	}
 	if len(p.Scopes) == 0 || a.sess.Staged.equal(&a.sess.Active) {
 		a.sess.Staged = nil
 	}
@@ -211,7 +236,6 @@ func applyConfigApply(a *applyCtx) Result {
 	if len(a.sess.Maintenance.Routes) == 0 {
 		a.sess.Maintenance = Maintenance{}
 	}
-	a.tableChanged(a.sess.ID)
 	return Result{}
 }
 

@@ -2,7 +2,9 @@ package fsm
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -78,12 +80,14 @@ func (c *Config) equal(o *Config) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-// route returns the route with id, or nil.
+// route returns the route with id, or nil. Routes are ordered by route
+// number (IDs are handed out in increasing order and every edit keeps the
+// order), so the lookup is a binary search.
 func (c *Config) route(id string) *Route {
-	for i := range c.Routes {
-		if c.Routes[i].ID == id {
-			return &c.Routes[i]
-		}
+	n := routeNumber(id)
+	i := sort.Search(len(c.Routes), func(i int) bool { return routeNumber(c.Routes[i].ID) >= n })
+	if i < len(c.Routes) && c.Routes[i].ID == id {
+		return &c.Routes[i]
 	}
 	return nil
 }
@@ -100,14 +104,17 @@ func (c *Config) dropTarget(target string) {
 // validateConfig checks a configuration a session is about to activate and
 // returns every problem, "; " separated, or "".
 func validateConfig(st *State, sess *Session, next *Config) string {
+	_, edited := diffRoutes(sess.Active.Routes, next.Routes)
+	return validateRoutes(st, sess, edited)
+}
+
+// validateRoutes checks routes that a session is about to activate, new or
+// edited: routes already active unchanged were validated when they were
+// applied and hold their domain+path, so no other service can have taken
+// them since, and skipping them keeps an apply O(change).
+func validateRoutes(st *State, sess *Session, routes []Route) string {
 	var problems []string
-	for _, r := range next.Routes {
-		if cur := sess.Active.route(r.ID); cur != nil && reflect.DeepEqual(*cur, r) {
-			// Already active unchanged: it was validated when it was
-			// applied and holds its domain+path, so no other service can
-			// have taken it since. Skipping keeps an apply O(change).
-			continue
-		}
+	for _, r := range routes {
 		spec := RouteSpec{Domains: r.Domains, Path: r.Path, Backend: r.Backend, Priority: r.Priority}
 		if err := ValidateRouteSpec(spec); err != nil {
 			problems = append(problems, fmt.Sprintf("route %s: %v", r.ID, err))
@@ -120,6 +127,74 @@ func validateConfig(st *State, sess *Session, next *Config) string {
 		}
 	}
 	return strings.Join(problems, "; ")
+}
+
+// diffRoutes compares two route lists ordered by route number and returns
+// the routes of old that next removes or edits (their old versions) and
+// the routes next adds or edits (their new versions), in route order.
+func diffRoutes(old, next []Route) (gone, come []Route) {
+	i, j := 0, 0
+	for i < len(old) || j < len(next) {
+		var a, b uint64
+		if i < len(old) {
+			a = routeNumber(old[i].ID)
+		}
+		if j < len(next) {
+			b = routeNumber(next[j].ID)
+		}
+		switch {
+		case j == len(next) || i < len(old) && a < b:
+			gone = append(gone, old[i])
+			i++
+		case i == len(old) || b < a:
+			come = append(come, next[j])
+			j++
+		default:
+			if !routeEqual(&old[i], &next[j]) {
+				gone = append(gone, old[i])
+				come = append(come, next[j])
+			}
+			i++
+			j++
+		}
+	}
+	return gone, come
+}
+
+// routeEqual reports whether two routes are the same.
+func routeEqual(a, b *Route) bool {
+	return a.ID == b.ID && a.Path == b.Path && a.Backend == b.Backend && a.Priority == b.Priority &&
+		slices.Equal(a.Domains, b.Domains)
+}
+
+// changedTargets returns the settings targets ("ALL" or route IDs) whose
+// headers, options, health check, rate limit or circuit breaker differ
+// between two configurations.
+func changedTargets(old, next *Config) []string {
+	var out []string
+	out = diffTargets(old.Headers, next.Headers, maps.Equal, out)
+	out = diffTargets(old.Options, next.Options, maps.Equal, out)
+	out = diffTargets(old.Health, next.Health, eq, out)
+	out = diffTargets(old.RateLimit, next.RateLimit, eq, out)
+	out = diffTargets(old.CircuitBreaker, next.CircuitBreaker, eq, out)
+	return out
+}
+
+func eq[V comparable](a, b V) bool { return a == b }
+
+// diffTargets appends to out the keys whose values differ between a and b.
+func diffTargets[V any](a, b map[string]V, equal func(V, V) bool, out []string) []string {
+	for k, v := range a {
+		if w, ok := b[k]; !ok || !equal(v, w) {
+			out = append(out, k)
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // takenBy names another service that actively serves domain+path, or "".

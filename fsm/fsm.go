@@ -40,9 +40,6 @@ type FSM struct {
 	// table is the routing table of the applied state, patched after each
 	// batch that changed active configuration.
 	table *RoutingTable
-	// contrib is what each session contributes to table; it tells a
-	// patch which hosts and routes a changed session served before.
-	contrib map[string]contribution
 	// provisionalUntil is the last index of a provisional table handed to
 	// the proxy (PublishProvisional); applied tables older than it are not
 	// published, so the proxy never goes back to an older table while the
@@ -60,7 +57,7 @@ type FSM struct {
 // New returns an FSM with an empty state.
 func New() *FSM {
 	f := &FSM{state: NewState(), appliedCond: make(chan struct{})}
-	f.table, f.contrib = buildTable(f.state, 0)
+	f.table = BuildTable(f.state, 0)
 	return f
 }
 
@@ -175,7 +172,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
 	notes := make([]Notification, 0, len(logs))
 	f.mu.Lock()
-	var dirty map[string]bool
+	var dirty map[string]string // route ID -> session ID
 	for i, l := range logs {
 		if l.Index > f.index {
 			f.index = l.Index
@@ -191,11 +188,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			panic(fmt.Sprintf("fsm: log entry %d: %v", l.Index, err))
 		}
 		n := f.applyCommand(cmd, l.Index)
-		for _, id := range n.dirty {
+		for _, d := range n.dirty {
 			if dirty == nil {
-				dirty = make(map[string]bool)
+				dirty = make(map[string]string)
 			}
-			dirty[id] = true
+			dirty[d.route] = d.session
 		}
 		out[i] = n.Result
 		notes = append(notes, n.Notification)
@@ -203,7 +200,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	var table *RoutingTable
 	publish := len(dirty) > 0
 	if len(dirty) > 0 {
-		f.table = patchTable(f.table, f.contrib, f.state, dirty, f.index)
+		f.table = patchTable(f.table, f.state, dirty, f.index)
 	}
 	if f.provisionalUntil != 0 {
 		publish = false
@@ -214,11 +211,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			// this one's delta, so they recompile it whole.
 			f.provisionalUntil = 0
 			publish = true
-			if f.table.Index != f.index {
-				t := *f.table
-				t.Index, t.Gen, t.Delta = f.index, tableGen.Add(1), nil
-				f.table = &t
-			}
+			t := *f.table
+			t.Index, t.Gen, t.Delta = f.index, tableGen.Add(1), nil
+			f.table = &t
 		}
 	}
 	if publish {
@@ -294,11 +289,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		d.State.Requests.Results = make(map[string]Result)
 	}
 	d.State.reindex()
-	table, contrib := buildTable(d.State, d.Index)
+	table := BuildTable(d.State, d.Index)
 	f.mu.Lock()
 	f.state = d.State
 	f.index = d.Index
-	f.table, f.contrib = table, contrib
+	f.table = table
 	publish := f.provisionalUntil == 0 || d.Index >= f.provisionalUntil
 	if publish {
 		f.provisionalUntil = 0

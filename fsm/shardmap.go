@@ -20,7 +20,10 @@ const (
 	maxShards = 256 * chunkSize
 	// shardLoad is the mean number of keys per shard past which With
 	// doubles the shard count, so a change copies O(shardLoad) entries.
-	shardLoad = 16
+	// Shards then hold 4 to 8 keys, which Go keeps as small maps (one
+	// group, no table), the cheapest to clone and about as compact per
+	// key as large ones.
+	shardLoad = 4
 )
 
 type shardChunk[V any] [chunkSize]map[string]V
@@ -170,8 +173,13 @@ func (m ShardMap[V]) With(set map[string]V, del []string) ShardMap[V] {
 		slot := &out.chunks[ci][i%chunkSize]
 		if !copiedShard[slot] {
 			copiedShard[slot] = true
-			sh := make(map[string]V, len(*slot)+1)
-			maps.Copy(sh, *slot)
+			// Clone copies the shard's table as it is; copying entry by
+			// entry would rehash every key, reading each key's bytes from
+			// memory that in a large table is rarely in cache.
+			sh := maps.Clone(*slot)
+			if sh == nil {
+				sh = make(map[string]V, 1)
+			}
 			*slot = sh
 		}
 		return *slot

@@ -62,8 +62,11 @@ type Pool struct {
 type Member struct {
 	RouteID   string
 	SessionID string
-	Backend   string
-	Settings  *RouteSettings
+	// Domain is the route's domain this member serves, as configured
+	// ("example.com" or "*.example.com").
+	Domain   string
+	Backend  string
+	Settings *RouteSettings
 	// InMaintenance routes answer from MaintenanceBackend, or from the
 	// built-in maintenance page when it is empty.
 	InMaintenance      bool
@@ -150,12 +153,6 @@ const RequestHeaderPrefix = "request:"
 // every session. Apart from Gen it is a pure function of s; the FSM uses it
 // after Restore and as the reference its incremental updates must equal.
 func BuildTable(s *State, index uint64) *RoutingTable {
-	t, _ := buildTable(s, index)
-	return t
-}
-
-// buildTable is BuildTable that also returns what each session contributes.
-func buildTable(s *State, index uint64) (*RoutingTable, map[string]contribution) {
 	n := 0
 	for _, sess := range s.Sessions {
 		n += len(sess.Active.Routes)
@@ -165,33 +162,35 @@ func buildTable(s *State, index uint64) (*RoutingTable, map[string]contribution)
 	exact := NewShardMapBuilder[[]*Pool](n)
 	wildcard := NewShardMapBuilder[[]*Pool](n / 8)
 	routes := NewShardMapBuilder[[]*Member](n)
-	contrib := make(map[string]contribution)
 	for _, id := range s.sortedSessionIDs() {
 		sess := s.Sessions[id]
-		c := sessionMembers(sess, func(r *Route, d string, m *Member) {
-			hosts, key := exact, d
-			if parent, ok := strings.CutPrefix(d, "*."); ok {
-				hosts, key = wildcard, parent
-			}
-			// A host has few pools: a scan of its list finds the pool
-			// cheaper than a map over every pool of the table.
-			ps := hosts.Get(key)
-			var p *Pool
-			for _, q := range ps {
-				if q.Path == r.Path && q.Priority == r.Priority && q.Service == sess.Service {
-					p = q
-					break
+		mm := memberMaker{sess: sess}
+		for i := range sess.Active.Routes {
+			r := &sess.Active.Routes[i]
+			settings := mm.settings(r)
+			for _, d := range r.Domains {
+				m := mm.member(r, d, settings)
+				hosts, key := exact, d
+				if parent, ok := strings.CutPrefix(d, "*."); ok {
+					hosts, key = wildcard, parent
 				}
+				// A host has few pools: a scan of its list finds the pool
+				// cheaper than a map over every pool of the table.
+				ps := hosts.Get(key)
+				var p *Pool
+				for _, q := range ps {
+					if q.Path == r.Path && q.Priority == r.Priority && q.Service == sess.Service {
+						p = q
+						break
+					}
+				}
+				if p == nil {
+					p = &Pool{Domain: d, Path: r.Path, Priority: r.Priority, Service: sess.Service}
+					hosts.Set(key, append(ps, p))
+				}
+				p.Members = append(p.Members, m)
+				routes.Set(r.ID, append(routes.Get(r.ID), m))
 			}
-			if p == nil {
-				p = &Pool{Domain: d, Path: r.Path, Priority: r.Priority, Service: sess.Service}
-				hosts.Set(key, append(ps, p))
-			}
-			p.Members = append(p.Members, m)
-			routes.Set(r.ID, append(routes.Get(r.ID), m))
-		})
-		if len(c.routes) > 0 {
-			contrib[id] = c
 		}
 	}
 	for _, m := range []*ShardMapBuilder[[]*Pool]{exact, wildcard} {
@@ -202,22 +201,13 @@ func buildTable(s *State, index uint64) (*RoutingTable, map[string]contribution)
 			}
 		}
 	}
-	t := &RoutingTable{
+	return &RoutingTable{
 		Index:    index,
 		Exact:    exact.Build(),
 		Wildcard: wildcard.Build(),
 		Routes:   routes.Build(),
 		Gen:      tableGen.Add(1),
 	}
-	return t, contrib
-}
-
-// contribOwner is the session that serves route id in t, or "".
-func contribOwner(t *RoutingTable, id string) string {
-	if ms := t.Routes.Get(id); len(ms) > 0 {
-		return ms[0].SessionID
-	}
-	return ""
 }
 
 // poolsEqual reports whether two pool lists hold the same pools with the
@@ -237,15 +227,22 @@ func poolsEqual(a, b []*Pool) bool {
 
 // memberEqual reports whether two members hold the same values.
 func memberEqual(a, b *Member) bool {
-	if a.RouteID != b.RouteID || a.SessionID != b.SessionID || a.Backend != b.Backend ||
+	if a.RouteID != b.RouteID || a.SessionID != b.SessionID || a.Domain != b.Domain || a.Backend != b.Backend ||
 		a.InMaintenance != b.InMaintenance || a.MaintenanceBackend != b.MaintenanceBackend ||
-		a.Drain != b.Drain || (a.Settings == nil) != (b.Settings == nil) {
+		a.Drain != b.Drain {
 		return false
 	}
-	if a.Settings == nil {
+	return settingsEqual(a.Settings, b.Settings)
+}
+
+// settingsEqual reports whether two effective settings hold the same values.
+func settingsEqual(x, y *RouteSettings) bool {
+	if x == y {
 		return true
 	}
-	x, y := a.Settings, b.Settings
+	if x == nil || y == nil {
+		return false
+	}
 	return x.Options == y.Options && slices.Equal(x.ResponseHeaders, y.ResponseHeaders) &&
 		slices.Equal(x.RequestHeaders, y.RequestHeaders) && ptrEqual(x.Health, y.Health) &&
 		ptrEqual(x.RateLimit, y.RateLimit) && ptrEqual(x.CircuitBreaker, y.CircuitBreaker)
@@ -260,62 +257,62 @@ type poolKey struct {
 	priority              int
 }
 
-// contribution is what one session puts into the routing table: the
-// domains (as configured) and route IDs of its active routes. The FSM keeps
-// it per session so that a change knows what the session served before.
-type contribution struct {
-	domains []string // distinct
-	routes  []string
+// memberMaker makes the members of one session's routes.
+type memberMaker struct {
+	sess *Session
+	// shared is the settings of the session's routes that have none of
+	// their own: one read-only value per session instead of per route
+	// keeps both the time of a change and the table's memory small.
+	shared *RouteSettings
 }
 
-// sessionMembers calls fn for the member of every domain of every active
-// route of sess, in route order, and returns the session's contribution.
-func sessionMembers(sess *Session, fn func(r *Route, domain string, m *Member)) contribution {
-	var c contribution
-	if len(sess.Active.Routes) == 0 {
-		return c
+// settings returns the effective settings of route r.
+func (mm *memberMaker) settings(r *Route) *RouteSettings {
+	sess := mm.sess
+	if !hasOwnSettings(&sess.Active, r.ID) && sess.BreakerResets[r.ID] == 0 {
+		if mm.shared == nil {
+			mm.shared = effectiveSettings(&sess.Active, r.ID)
+		}
+		return mm.shared
 	}
-	maint := make(map[string]bool, len(sess.Maintenance.Routes))
-	for _, r := range sess.Maintenance.Routes {
-		maint[r] = true
+	settings := effectiveSettings(&sess.Active, r.ID)
+	if settings.CircuitBreaker != nil {
+		settings.CircuitBreaker.ResetGeneration = sess.BreakerResets[r.ID]
 	}
-	seen := make(map[string]bool)
-	// Routes without settings of their own share the session's: the
-	// settings are read-only, and one value per session instead of per
-	// route keeps both the time of a change and the table's memory small.
-	var shared *RouteSettings
+	return settings
+}
+
+// member returns the member that route r places on one of its domains.
+func (mm *memberMaker) member(r *Route, domain string, settings *RouteSettings) *Member {
+	sess := mm.sess
+	_, maint := slices.BinarySearch(sess.Maintenance.Routes, r.ID)
+	return &Member{
+		RouteID:            r.ID,
+		SessionID:          sess.ID,
+		Domain:             domain,
+		Backend:            r.Backend,
+		Settings:           settings,
+		InMaintenance:      maint,
+		MaintenanceBackend: sess.Maintenance.Backend,
+		Drain:              sess.Drain,
+	}
+}
+
+// adoptShared takes the shared settings of the session from prev, through
+// a route that a change left alone, so that routes a patch adds share the
+// value their siblings hold instead of allocating one per patch.
+func (mm *memberMaker) adoptShared(prev *RoutingTable, dirty map[string]string) {
+	sess := mm.sess
 	for i := range sess.Active.Routes {
-		r := &sess.Active.Routes[i]
-		var settings *RouteSettings
-		if !hasOwnSettings(&sess.Active, r.ID) && sess.BreakerResets[r.ID] == 0 {
-			if shared == nil {
-				shared = effectiveSettings(&sess.Active, r.ID)
-			}
-			settings = shared
-		} else {
-			settings = effectiveSettings(&sess.Active, r.ID)
-			if settings.CircuitBreaker != nil {
-				settings.CircuitBreaker.ResetGeneration = sess.BreakerResets[r.ID]
-			}
+		id := sess.Active.Routes[i].ID
+		if _, changed := dirty[id]; changed || hasOwnSettings(&sess.Active, id) || sess.BreakerResets[id] != 0 {
+			continue
 		}
-		c.routes = append(c.routes, r.ID)
-		for _, d := range r.Domains {
-			if !seen[d] {
-				seen[d] = true
-				c.domains = append(c.domains, d)
-			}
-			fn(r, d, &Member{
-				RouteID:            r.ID,
-				SessionID:          sess.ID,
-				Backend:            r.Backend,
-				Settings:           settings,
-				InMaintenance:      maint[r.ID],
-				MaintenanceBackend: sess.Maintenance.Backend,
-				Drain:              sess.Drain,
-			})
+		if ms := prev.Routes.Get(id); len(ms) > 0 {
+			mm.shared = ms[0].Settings
 		}
+		return
 	}
-	return c
 }
 
 // hasOwnSettings reports whether c has settings targeted at route id.
@@ -338,50 +335,68 @@ func sortMembers(ms []*Member) {
 }
 
 // patchTable derives the table of state s from prev, the table of the
-// state before the sessions in dirty changed, and updates contrib (what
-// each session contributes to prev) to match the result. Only the hosts
-// and routes of dirty sessions, before and after, are recomputed, so the
-// cost follows the change, not the table. The result equals
+// state before the routes in dirty (route ID -> session ID) changed. Only
+// the hosts those routes served before or serve now, and the routes
+// themselves, are recomputed, so the cost follows the change, not the
+// table or the size of the sessions it touches. The result equals
 // BuildTable(s, index) except for Gen and Delta.
-func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, dirty map[string]bool, index uint64) *RoutingTable {
+func patchTable(prev *RoutingTable, s *State, dirty map[string]string, index uint64) *RoutingTable {
 	hosts := make(map[string]bool)     // domains as configured
-	added := make(map[string][]placed) // domain -> members of dirty sessions
+	added := make(map[string][]placed) // domain -> members of dirty routes
 	reused := make(map[string]int)     // domain -> added members that kept their old pointer
 	setRoutes := make(map[string][]*Member)
 	var delRoutes []string
-	for id := range dirty {
-		old := contrib[id]
-		for _, d := range old.domains {
-			hosts[d] = true
+	delta := &TableDelta{Base: prev.Gen}
+
+	bySession := make(map[string][]string)
+	for rid, sid := range dirty {
+		bySession[sid] = append(bySession[sid], rid)
+		for _, m := range prev.Routes.Get(rid) {
+			hosts[m.Domain] = true
 		}
-		delRoutes = append(delRoutes, old.routes...)
-		delete(contrib, id)
-		sess := s.Sessions[id]
-		if sess == nil {
-			continue
+	}
+	for sid, rids := range bySession {
+		sess := s.Sessions[sid]
+		var mm memberMaker
+		if sess != nil {
+			mm = memberMaker{sess: sess}
+			mm.adoptShared(prev, dirty)
 		}
-		c := sessionMembers(sess, func(r *Route, d string, m *Member) {
-			// An unchanged member keeps its pointer, so that hosts and
-			// routes it serves compare equal to the previous table and
-			// stay out of the delta.
-			if old := prev.Routes.Get(r.ID); len(setRoutes[r.ID]) < len(old) {
-				if o := old[len(setRoutes[r.ID])]; memberEqual(o, m) {
-					m = o
+		for _, rid := range rids {
+			old := prev.Routes.Get(rid)
+			var r *Route
+			if sess != nil {
+				r = sess.Active.route(rid)
+			}
+			if r == nil {
+				if len(old) > 0 {
+					delRoutes = append(delRoutes, rid)
+					delta.Routes = append(delta.Routes, rid)
+				}
+				continue
+			}
+			settings := mm.settings(r)
+			ms := make([]*Member, 0, len(r.Domains))
+			for i, d := range r.Domains {
+				m := mm.member(r, d, settings)
+				// An unchanged member keeps its pointer, so that hosts
+				// and routes it serves compare equal to the previous
+				// table and stay out of the delta.
+				if i < len(old) && memberEqual(old[i], m) {
+					m = old[i]
 					reused[d]++
 				}
+				added[d] = append(added[d], placed{poolKey{d, r.Path, sess.Service, r.Priority}, m})
+				hosts[d] = true
+				ms = append(ms, m)
 			}
-			added[d] = append(added[d], placed{poolKey{d, r.Path, sess.Service, r.Priority}, m})
-			setRoutes[r.ID] = append(setRoutes[r.ID], m)
-		})
-		for _, d := range c.domains {
-			hosts[d] = true
-		}
-		if len(c.routes) > 0 {
-			contrib[id] = c
+			if !slices.Equal(old, ms) {
+				setRoutes[rid] = ms
+				delta.Routes = append(delta.Routes, rid)
+			}
 		}
 	}
 
-	delta := &TableDelta{Base: prev.Gen}
 	setExact, setWild := make(map[string][]*Pool), make(map[string][]*Pool)
 	var delExact, delWild []string
 	for d := range hosts {
@@ -408,7 +423,7 @@ func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, d
 		}
 		for _, p := range old {
 			for _, m := range p.Members {
-				if !dirty[m.SessionID] {
+				if _, changed := dirty[m.RouteID]; !changed {
 					add(poolKey{p.Domain, p.Path, p.Service, p.Priority}, m)
 				}
 			}
@@ -439,25 +454,6 @@ func patchTable(prev *RoutingTable, contrib map[string]contribution, s *State, d
 			delta.Exact = append(delta.Exact, key)
 		}
 	}
-	for id, ms := range setRoutes {
-		if old := prev.Routes.Get(id); slices.Equal(old, ms) {
-			delete(setRoutes, id)
-			continue
-		}
-		delta.Routes = append(delta.Routes, id)
-	}
-	kept := delRoutes[:0]
-	for _, id := range delRoutes {
-		if _, ok := setRoutes[id]; ok {
-			continue
-		}
-		if sess := s.Sessions[contribOwner(prev, id)]; sess != nil && sess.Active.route(id) != nil {
-			continue // still served, unchanged
-		}
-		kept = append(kept, id)
-		delta.Routes = append(delta.Routes, id)
-	}
-	delRoutes = kept
 	slices.Sort(delta.Exact)
 	slices.Sort(delta.Wildcard)
 	slices.Sort(delta.Routes)
@@ -478,18 +474,19 @@ type placed struct {
 }
 
 // unchangedHost reports, without rebuilding its pools, that a host keeps
-// exactly its pools: every member the dirty sessions now place there is
-// the very member (same pointer) they had in the same pool before, and
-// they had no other. Most hosts of a changed session are like this, and
-// skipping them keeps a change's cost near the size of the change.
-func unchangedHost(old []*Pool, added []placed, reused int, dirty map[string]bool) bool {
+// exactly its pools: every member the dirty routes now place there is the
+// very member (same pointer) they had in the same pool before, and they
+// had no other. Most hosts of a change are like this (a route whose
+// settings changed elsewhere), and skipping them keeps a change's cost
+// near the size of the change.
+func unchangedHost(old []*Pool, added []placed, reused int, dirty map[string]string) bool {
 	if len(added) == 0 || reused != len(added) {
 		return false
 	}
 	before := make(map[*Member]poolKey, len(added))
 	for _, p := range old {
 		for _, m := range p.Members {
-			if dirty[m.SessionID] {
+			if _, changed := dirty[m.RouteID]; changed {
 				before[m] = poolKey{p.Domain, p.Path, p.Service, p.Priority}
 			}
 		}

@@ -2,10 +2,12 @@ package fsm
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand"
+	"slices"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ func tableEntries(t *testing.T, l *testLog, rng *rand.Rand, n int) []*raft.Log {
 	t.Helper()
 	var out []*raft.Log
 	var sessions []string
+	byInstance := make(map[string]string)
 	domains := []string{"a.com", "b.com", "*.a.com", "x.b.com", "*.b.com", "c.org"}
 	add := func(typ CommandType, s string, p any) { out = append(out, l.entry(typ, s, p, "")) }
 	for i := 0; i < n; i++ {
@@ -29,14 +32,26 @@ func tableEntries(t *testing.T, l *testLog, rng *rand.Rand, n int) []*raft.Log {
 			id := fmt.Sprintf("%s-s%d", svc, i)
 			// Same instance names make a later register replace an earlier
 			// session in one step.
-			add(CmdRegister, "", RegisterPayload{SessionID: id, Service: svc, Instance: fmt.Sprint(rng.Intn(6)), Conn: "c"})
+			inst := fmt.Sprint(rng.Intn(6))
+			add(CmdRegister, "", RegisterPayload{SessionID: id, Service: svc, Instance: inst, Conn: "c"})
+			if old, ok := byInstance[svc+"/"+inst]; ok {
+				sessions = slices.DeleteFunc(sessions, func(s string) bool { return s == old })
+			}
+			byInstance[svc+"/"+inst] = id
 			sessions = append(sessions, id)
 			continue
 		}
 		s := sessions[rng.Intn(len(sessions))]
+		// Commands for a session that has ended fail; the list follows
+		// ends, except now and then so that those failures are tested too.
+		ended := func() {
+			if rng.Intn(10) != 0 {
+				sessions = slices.DeleteFunc(sessions, func(x string) bool { return x == s })
+			}
+		}
 		rid := fmt.Sprintf("r%d", 1+rng.Intn(i+1))
 		target := []string{TargetAll, rid}[rng.Intn(2)]
-		op := rng.Intn(17)
+		op := rng.Intn(21)
 		if op >= 14 && op <= 15 && rng.Intn(4) != 0 {
 			op = 4 // ending sessions often would leave an empty table
 		}
@@ -69,9 +84,11 @@ func tableEntries(t *testing.T, l *testLog, rng *rand.Rand, n int) []*raft.Log {
 			add(CmdDrainCancel, s, nil)
 		case 14:
 			add(CmdShutdown, s, nil)
+			ended()
 		case 15:
 			add(CmdDetach, s, ConnPayload{Conn: "c"})
 			add(CmdExpire, "", SessionsPayload{Sessions: []string{s}, Grace: int64(time.Millisecond)})
+			ended()
 		case 16:
 			// Edits that keep the member's pointer but move it (path,
 			// priority, domains) or change it (backend).
@@ -85,6 +102,16 @@ func tableEntries(t *testing.T, l *testLog, rng *rand.Rand, n int) []*raft.Log {
 			case 3:
 				add(CmdRouteUpdate, s, RouteUpdatePayload{RouteID: rid, Field: "backend_url", Value: fmt.Sprintf("http://127.0.0.1:%d", 8000+rng.Intn(3))})
 			}
+		case 17:
+			add(CmdOptionsSet, s, SettingPayload{Target: target, Key: OptTimeout, Value: fmt.Sprintf("%ds", 1+rng.Intn(3))})
+		case 18:
+			add(CmdRateLimitSet, s, SettingPayload{Target: target, RateLimit: &RateLimit{Requests: rng.Intn(3), Window: int64(time.Second)}})
+		case 19:
+			add(CmdHealthSet, s, SettingPayload{Target: target, Health: &HealthCheck{Path: "/h", Interval: int64(time.Second), Timeout: int64(time.Duration(1+rng.Intn(2)) * 100 * time.Millisecond)}})
+		case 20:
+			// Partial applies leave the other scopes staged.
+			scopes := []string{ScopeRoutes, ScopeHeaders, ScopeOptions, ScopeHealth, ScopeRateLimit, ScopeCircuitBreaker}
+			add(CmdConfigApply, s, ApplyPayload{Scopes: []string{scopes[rng.Intn(len(scopes))]}})
 		}
 	}
 	return out
@@ -108,7 +135,17 @@ func tableJSON(t *testing.T, rt *RoutingTable) string {
 func checkTable(t *testing.T, f *FSM, prev *RoutingTable, what string) {
 	t.Helper()
 	var want string
-	f.View(func(s *State) { want = tableJSON(t, BuildTable(s, 0)) })
+	f.View(func(s *State) {
+		want = tableJSON(t, BuildTable(s, 0))
+		// Config.route and diffRoutes rely on route order.
+		for id, sess := range s.Sessions {
+			for _, c := range []*Config{&sess.Active, sess.Staged} {
+				if c != nil && !slices.IsSortedFunc(c.Routes, func(a, b Route) int { return cmp.Compare(routeNumber(a.ID), routeNumber(b.ID)) }) {
+					t.Fatalf("%s: session %s has routes out of route order", what, id)
+				}
+			}
+		}
+	})
 	got := f.Table()
 	if g := tableJSON(t, got); g != want {
 		t.Fatalf("%s: incremental table differs from a full rebuild:\n got %s\nwant %s", what, g, want)
@@ -159,7 +196,7 @@ func TestIncrementalTableEqualsFullRebuild(t *testing.T) {
 	for seed := int64(1); seed <= 4; seed++ {
 		rng := rand.New(rand.NewSource(seed))
 		l := newTestLog(t)
-		entries := tableEntries(t, l, rng, 1000)
+		entries := tableEntries(t, l, rng, 1500)
 		f := New()
 		most := 0
 		for batch := 0; len(entries) > 0; batch++ {

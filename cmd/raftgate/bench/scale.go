@@ -116,22 +116,41 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
-func scaleOne(ctx context.Context, routes, sessions int, quick bool) (map[string]float64, error) {
+// scaleFixture is an FSM with a subscribed proxy holding a given number of
+// routes, and the log that feeds it.
+type scaleFixture struct {
+	f     *fsm.FSM
+	p     *proxy.Proxy
+	l     *scaleLog
+	ids   []string
+	setup time.Duration
+	// bytesPerRoute is the live heap growth per route from sessions only
+	// to every route applied.
+	bytesPerRoute float64
+}
+
+// newScaleFixture registers sessions and applies routes spread round robin
+// over them, as scale measures. The caller closes fx.p.
+func newScaleFixture(ctx context.Context, routes, sessions int) (*scaleFixture, error) {
 	t0 := time.Now()
 	f := fsm.New()
 	p := proxy.New(proxy.Config{NodeID: "bench"})
-	defer p.Close()
 	f.OnTable(p.Update)
-	l := &scaleLog{f: f, at: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()}
-	ids := make([]string, sessions)
+	fx := &scaleFixture{f: f, p: p, l: &scaleLog{f: f, at: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()}}
+	fail := func(err error) (*scaleFixture, error) {
+		p.Close()
+		return nil, err
+	}
+	l := fx.l
+	fx.ids = make([]string, sessions)
 	for i := range sessions {
-		ids[i] = fmt.Sprintf("svc%d-%032d", i, i)
-		if err := l.add(fsm.CmdRegister, "", fsm.RegisterPayload{SessionID: ids[i], Service: fmt.Sprintf("svc%d", i), Instance: "i"}); err != nil {
-			return nil, err
+		fx.ids[i] = fmt.Sprintf("svc%d-%032d", i, i)
+		if err := l.add(fsm.CmdRegister, "", fsm.RegisterPayload{SessionID: fx.ids[i], Service: fmt.Sprintf("svc%d", i), Instance: "i"}); err != nil {
+			return fail(err)
 		}
 	}
 	if err := l.flush(); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	base := heapInUse()
 	// Routes spread round robin over the sessions; 100 distinct backends.
@@ -147,45 +166,67 @@ func scaleOne(ctx context.Context, routes, sessions int, quick bool) (map[string
 		if len(specs) == 0 {
 			continue
 		}
-		if err := l.add(fsm.CmdRouteAddBulk, ids[s], fsm.RouteAddBulkPayload{Routes: specs}); err != nil {
-			return nil, err
+		if err := l.add(fsm.CmdRouteAddBulk, fx.ids[s], fsm.RouteAddBulkPayload{Routes: specs}); err != nil {
+			return fail(err)
 		}
-		if err := l.add(fsm.CmdConfigApply, ids[s], fsm.ApplyPayload{}); err != nil {
-			return nil, err
+		if err := l.add(fsm.CmdConfigApply, fx.ids[s], fsm.ApplyPayload{}); err != nil {
+			return fail(err)
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return fail(ctx.Err())
 		}
 	}
 	if err := l.flush(); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	per = nil
-	setup := time.Since(t0)
+	fx.setup = time.Since(t0)
 	if got := f.Table().Routes.Len(); got != routes {
-		return nil, fmt.Errorf("table has %d routes, want %d", got, routes)
+		return fail(fmt.Errorf("table has %d routes, want %d", got, routes))
 	}
-	bytesPerRoute := float64(int64(heapInUse())-int64(base)) / float64(routes)
+	fx.bytesPerRoute = float64(int64(heapInUse())-int64(base)) / float64(routes)
+	return fx, nil
+}
+
+// stageExtraRoute stages the k-th extra route on one of the sessions.
+func (fx *scaleFixture) stageExtraRoute(k int) (session string, err error) {
+	s := fx.ids[k%len(fx.ids)]
+	if err := fx.l.add(fsm.CmdRouteAdd, s, fsm.RouteSpec{Domains: []string{fmt.Sprintf("extra%d.scale.test", k)}, Path: "/", Backend: "http://10.0.0.1:8080"}); err != nil {
+		return "", err
+	}
+	return s, fx.l.flush()
+}
+
+// applyStaged applies a session's staged configuration alone, as one
+// CONFIG_APPLY entry, and returns once every subscriber has the table.
+func (fx *scaleFixture) applyStaged(session string) error {
+	if err := fx.l.add(fsm.CmdConfigApply, session, fsm.ApplyPayload{}); err != nil {
+		return err
+	}
+	return fx.l.flush()
+}
+
+func scaleOne(ctx context.Context, routes, sessions int, quick bool) (map[string]float64, error) {
+	fx, err := newScaleFixture(ctx, routes, sessions)
+	if err != nil {
+		return nil, err
+	}
+	defer fx.p.Close()
+	f, p := fx.f, fx.p
 
 	// One more route, applied alone, as a CONFIG_APPLY would be.
-	samples := 30
+	samples := 200
 	if quick {
 		samples = 5
 	}
 	var apply, update []float64
 	for k := range samples {
-		s := ids[k%sessions]
-		if err := l.add(fsm.CmdRouteAdd, s, fsm.RouteSpec{Domains: []string{fmt.Sprintf("extra%d.scale.test", k)}, Path: "/", Backend: "http://10.0.0.1:8080"}); err != nil {
-			return nil, err
-		}
-		if err := l.flush(); err != nil {
-			return nil, err
-		}
-		if err := l.add(fsm.CmdConfigApply, s, fsm.ApplyPayload{}); err != nil {
+		s, err := fx.stageExtraRoute(k)
+		if err != nil {
 			return nil, err
 		}
 		ta := time.Now()
-		if err := l.flush(); err != nil {
+		if err := fx.applyStaged(s); err != nil {
 			return nil, err
 		}
 		apply = append(apply, ms(time.Since(ta)))
@@ -240,8 +281,8 @@ func scaleOne(ctx context.Context, routes, sessions int, quick bool) (map[string
 	return map[string]float64{
 		"routes": float64(routes), "sessions": float64(sessions),
 		"apply_p50_ms": quantile(apply, 0.5), "apply_p99_ms": quantile(apply, 0.99), "update_p50_ms": quantile(update, 0.5),
-		"lookup_ns": lookupNS, "bytes_per_route": bytesPerRoute, "snapshot_mib": float64(len(snap)) / (1 << 20),
-		"restore_ms": ms(restore), "restore_proxy_ms": ms(restoreProxy), "setup_s": setup.Seconds(),
+		"lookup_ns": lookupNS, "bytes_per_route": fx.bytesPerRoute, "snapshot_mib": float64(len(snap)) / (1 << 20),
+		"restore_ms": ms(restore), "restore_proxy_ms": ms(restoreProxy), "setup_s": fx.setup.Seconds(),
 	}, nil
 }
 
