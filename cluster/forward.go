@@ -287,6 +287,9 @@ func (n *Node) registerInternalHandlers() {
 		if err != nil {
 			return nil, err
 		}
+		// The follower answers once it has applied the entry: tell it
+		// the commit now (nudge.go).
+		n.nudgeFollowers()
 		return json.Marshal(r)
 	})
 	n.rpc.handle(rpcReadIndex, func(ctx context.Context, _ []byte) ([]byte, error) {

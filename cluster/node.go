@@ -66,6 +66,8 @@ type Node struct {
 	touchMu sync.Mutex
 	touches map[string]struct{}
 
+	nudgeCh chan struct{} // nudgeLoop's wake-up; see nudge.go
+
 	ctx          context.Context // cancelled when Shutdown begins
 	cancel       context.CancelFunc
 	stop         <-chan struct{}
@@ -113,6 +115,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), fsm: cfg.FSM, faults: cfg.Faults,
 		inc:     randomHex(8),
 		members: map[string]*memberInfo{}, memberCh: make(chan struct{}, 1), bootstrapCh: make(chan struct{}, 1),
+		nudgeCh: make(chan struct{}, 1),
 		dataIDs: map[string]string{}, unknownSince: map[string]time.Time{},
 		events: make(chan ClusterEvent, 256), touches: map[string]struct{}{},
 	}
@@ -233,7 +236,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	})
 	n.raft.RegisterObserver(n.observer)
 
-	n.wg.Add(6)
+	n.wg.Add(7)
+	go n.nudgeLoop()
 	go n.dispatchEvents()
 	go n.watchLeader(obsCh)
 	go n.joinLoop()
