@@ -204,7 +204,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fail(fmt.Errorf("raft timing: %w", err))
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, n.store, n.store, snaps, n.trans)
+	// The leader sends each new entry to every follower right after
+	// storing it; the cache serves those reads from memory instead of a
+	// bolt transaction per entry and follower.
+	logs, err := raft.NewLogCache(512, n.store)
+	if err != nil {
+		return fail(fmt.Errorf("raft log cache: %w", err))
+	}
+	n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, snaps, n.trans)
 	if err != nil {
 		return fail(fmt.Errorf("start raft from %s (corrupt data dir?): %w", cfg.DataDir, err))
 	}
