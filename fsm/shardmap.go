@@ -12,12 +12,17 @@ import (
 // placement never shows in results, only in where a key is stored.
 var shardSeed = maphash.MakeSeed()
 
+// A ShardMap's shards hang off a three-level trie (root, mid, leaf), so
+// that a changed copy copies one short path of pointer arrays plus the
+// touched shards, whatever the number of shards: at 100,000 keys a flat
+// list of shard groups cost a 2 KiB copy per change.
 const (
-	// chunkSize shards make one chunk, the unit With copies: a change
-	// copies the chunk list, the chunks it touches and their shards.
-	chunkSize = 64
-	minShards = chunkSize
-	maxShards = 256 * chunkSize
+	// trieFanout is the width of mid and leaf nodes: each mid points to
+	// trieFanout leaves, each leaf to trieFanout shards.
+	trieFanout = 32
+	trieBits   = 5
+	minShards  = 64
+	maxShards  = 16 * trieFanout * trieFanout
 	// shardLoad is the mean number of keys per shard past which With
 	// doubles the shard count, so a change copies O(shardLoad) entries.
 	// Shards then hold 4 to 8 keys, which Go keeps as small maps (one
@@ -26,15 +31,33 @@ const (
 	shardLoad = 4
 )
 
-type shardChunk[V any] [chunkSize]map[string]V
+type (
+	shardLeaf[V any] [trieFanout]map[string]V
+	shardMid[V any]  [trieFanout]*shardLeaf[V]
+)
 
 // ShardMap is an immutable map from string keys to V, split into shards so
 // that a changed copy (With) costs the size of the shards it touches, not
 // the size of the map. The zero value is an empty map. Get and GetBytes
 // allocate nothing, so the request path can use it.
 type ShardMap[V any] struct {
-	chunks []*shardChunk[V] // len*chunkSize is a power of two
+	root   []*shardMid[V]
+	shards int // a power of two, at least minShards; 0 in the zero value
 	n      int
+}
+
+// newShardMapOf returns an empty map with the given number of shards and
+// every node of its trie allocated.
+func newShardMapOf[V any](shards int) ShardMap[V] {
+	leaves := shards / trieFanout
+	m := ShardMap[V]{root: make([]*shardMid[V], (leaves+trieFanout-1)/trieFanout), shards: shards}
+	for i := range m.root {
+		m.root[i] = new(shardMid[V])
+	}
+	for l := range leaves {
+		m.root[l>>trieBits][l&(trieFanout-1)] = new(shardLeaf[V])
+	}
+	return m
 }
 
 // NewShardMap returns a ShardMap holding the entries of m.
@@ -56,12 +79,7 @@ type ShardMapBuilder[V any] struct {
 // NewShardMapBuilder returns a builder sized for about n keys.
 func NewShardMapBuilder[V any](n int) *ShardMapBuilder[V] {
 	shards := shardsFor(n)
-	b := &ShardMapBuilder[V]{hint: n/shards + 1}
-	b.m.chunks = make([]*shardChunk[V], shards/chunkSize)
-	for i := range b.m.chunks {
-		b.m.chunks[i] = new(shardChunk[V])
-	}
-	return b
+	return &ShardMapBuilder[V]{m: newShardMapOf[V](shards), hint: n/shards + 1}
 }
 
 // Get returns the value of k so far, or the zero value.
@@ -92,8 +110,9 @@ func shardsFor(n int) int {
 
 // shard returns the slot of the shard of a key hash.
 func (m *ShardMap[V]) shard(h uint64) *map[string]V {
-	i := h & uint64(len(m.chunks)*chunkSize-1)
-	return &m.chunks[i/chunkSize][i%chunkSize]
+	i := int(h & uint64(m.shards-1))
+	leaf := i >> trieBits
+	return &m.root[leaf>>trieBits][leaf&(trieFanout-1)][i&(trieFanout-1)]
 }
 
 // Len is the number of keys.
@@ -127,11 +146,16 @@ func (m ShardMap[V]) GetBytes(b []byte) V {
 // All iterates over every key and value, in no particular order.
 func (m ShardMap[V]) All() iter.Seq2[string, V] {
 	return func(yield func(string, V) bool) {
-		for _, c := range m.chunks {
-			for _, sh := range c {
-				for k, v := range sh {
-					if !yield(k, v) {
-						return
+		for _, mid := range m.root {
+			for _, leaf := range mid {
+				if leaf == nil {
+					continue
+				}
+				for _, sh := range leaf {
+					for k, v := range sh {
+						if !yield(k, v) {
+							return
+						}
 					}
 				}
 			}
@@ -146,7 +170,7 @@ func (m ShardMap[V]) With(set map[string]V, del []string) ShardMap[V] {
 	if len(set) == 0 && len(del) == 0 {
 		return m
 	}
-	if m.chunks == nil || m.n+len(set) > len(m.chunks)*chunkSize*shardLoad*2 && len(m.chunks)*chunkSize < maxShards {
+	if m.shards == 0 || m.n+len(set) > m.shards*shardLoad*2 && m.shards < maxShards {
 		// Growing: rebuild once with more shards; amortized over the
 		// insertions that made it necessary.
 		all := make(map[string]V, m.n+len(set))
@@ -159,20 +183,31 @@ func (m ShardMap[V]) With(set map[string]V, del []string) ShardMap[V] {
 		maps.Copy(all, set)
 		return NewShardMap(all)
 	}
-	out := ShardMap[V]{chunks: slices.Clone(m.chunks), n: m.n}
-	copiedChunk := make(map[int]bool, len(set)+len(del))
-	copiedShard := make(map[*map[string]V]bool, len(set)+len(del))
+	// Copy on write: the root once, then each mid, leaf and shard the
+	// first time a key falls into it.
+	out := ShardMap[V]{root: slices.Clone(m.root), shards: m.shards, n: m.n}
+	copied := make(map[any]bool, 3*(len(set)+len(del)))
 	shard := func(k string) map[string]V {
-		i := int(maphash.String(shardSeed, k) & uint64(len(out.chunks)*chunkSize-1))
-		ci := i / chunkSize
-		if !copiedChunk[ci] {
-			copiedChunk[ci] = true
-			c := *out.chunks[ci]
-			out.chunks[ci] = &c
+		i := int(maphash.String(shardSeed, k) & uint64(out.shards-1))
+		leafIdx := i >> trieBits
+		mi := leafIdx >> trieBits
+		mid := out.root[mi]
+		if !copied[mid] {
+			c := *mid
+			mid = &c
+			out.root[mi] = mid
+			copied[mid] = true
 		}
-		slot := &out.chunks[ci][i%chunkSize]
-		if !copiedShard[slot] {
-			copiedShard[slot] = true
+		leaf := mid[leafIdx&(trieFanout-1)]
+		if !copied[leaf] {
+			c := *leaf
+			leaf = &c
+			mid[leafIdx&(trieFanout-1)] = leaf
+			copied[leaf] = true
+		}
+		slot := &leaf[i&(trieFanout-1)]
+		if !copied[slot] {
+			copied[slot] = true
 			// Clone copies the shard's table as it is; copying entry by
 			// entry would rehash every key, reading each key's bytes from
 			// memory that in a large table is rarely in cache.

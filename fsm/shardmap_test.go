@@ -87,3 +87,34 @@ func BenchmarkShardMapWith(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkShardMapGet prices a lookup of random keys (mostly cold in
+// cache at 100,000 keys), the data plane's cost per request.
+func BenchmarkShardMapGet(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			m := NewShardMap[int](nil)
+			keys := make([]string, n)
+			set := make(map[string]int, n)
+			for i := range n {
+				keys[i] = fmt.Sprint("host", i, ".example.com")
+				set[keys[i]] = i
+			}
+			// Grown through With, as the FSM's tables are.
+			for i := 0; i < n; i += 512 {
+				part := make(map[string]int, 512)
+				for _, k := range keys[i:min(i+512, n)] {
+					part[k] = set[k]
+				}
+				m = m.With(part, nil)
+			}
+			rng := rand.New(rand.NewSource(1))
+			order := rng.Perm(n)
+			i := 0
+			for b.Loop() {
+				_ = m.Get(keys[order[i%n]])
+				i++
+			}
+		})
+	}
+}
