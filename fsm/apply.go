@@ -53,6 +53,16 @@ var sessionless = map[CommandType]bool{
 	CmdExtendLeases: true, CmdDiscardStaged: true, CmdNoop: true,
 }
 
+// idempotent commands are the lease and staging housekeeping the nodes
+// propose on their own: applying one twice changes nothing more, because
+// each change is guarded by the entry's own time (activity only moves
+// forward, expiry and discard re-check their deadline). They skip the
+// request-ID table, so that housekeeping under many sessions does not
+// push clients' writes out of the dedupe window.
+var idempotent = map[CommandType]bool{
+	CmdTouch: true, CmdExpire: true, CmdExtendLeases: true, CmdDiscardStaged: true, CmdNoop: true,
+}
+
 // appliers is the one table from command type to applier.
 var appliers = map[CommandType]applier{
 	CmdRegister:            applyRegister,
@@ -92,7 +102,7 @@ func (f *FSM) applyCommand(cmd *Command, index uint64) applied {
 	a := &applyCtx{st: f.state, cmd: cmd, index: index}
 	a.out.Index = index
 	a.out.Command = cmd
-	if cmd.RequestID != "" {
+	if cmd.RequestID != "" && !idempotent[cmd.Type] {
 		if r, ok := f.state.Requests.Lookup(cmd.RequestID); ok {
 			// A retry of a write that already went in: answer as before,
 			// change nothing.
@@ -101,7 +111,9 @@ func (f *FSM) applyCommand(cmd *Command, index uint64) applied {
 		}
 	}
 	a.out.Result = a.dispatch()
-	f.state.Requests.Record(cmd.RequestID, a.out.Result)
+	if !idempotent[cmd.Type] {
+		f.state.Requests.Record(cmd.RequestID, a.out.Result)
+	}
 	return a.out
 }
 

@@ -248,6 +248,48 @@ func TestRetriedRequestAppliesOnce(t *testing.T) {
 	}
 }
 
+// TestHousekeepingLeavesRequestTable: lease and staging housekeeping is
+// idempotent and must not take request-ID slots from clients' writes, and
+// applying one twice changes nothing more.
+func TestHousekeepingLeavesRequestTable(t *testing.T) {
+	l := newTestLog(t)
+	s := l.register("svc", "a")
+	before := len(l.f.state.Requests.Order)
+	for i := range 50 {
+		l.now += int64(time.Second)
+		rid := fmt.Sprintf("hk-%d", i)
+		for _, e := range []*raft.Log{
+			l.entry(CmdTouch, "", SessionsPayload{Sessions: []string{s}}, rid+"t"),
+			l.entry(CmdExtendLeases, "", nil, rid+"x"),
+			l.entry(CmdDiscardStaged, "", SessionsPayload{Sessions: []string{s}, Grace: int64(time.Hour)}, rid+"d"),
+			l.entry(CmdExpire, "", SessionsPayload{Sessions: []string{s}, Grace: int64(time.Hour)}, rid+"e"),
+			l.entry(CmdNoop, "", nil, rid+"n"),
+		} {
+			if r := l.f.Apply(e).(Result); r.Err != "" {
+				t.Fatalf("housekeeping entry: %s", r.Err)
+			}
+		}
+	}
+	if after := len(l.f.state.Requests.Order); after != before {
+		t.Fatalf("housekeeping took %d request-table slots", after-before)
+	}
+	last := l.session(s).LastActivity
+	// A retried touch stamped earlier than the session's activity (the
+	// same entry again) moves nothing.
+	l.now -= int64(10 * time.Second)
+	l.f.Apply(l.entry(CmdTouch, "", SessionsPayload{Sessions: []string{s}}, "hk-0t"))
+	if got := l.session(s).LastActivity; got != last {
+		t.Fatalf("a repeated touch moved activity from %d to %d", last, got)
+	}
+	// Client writes still deduplicate.
+	e := l.entry(CmdRouteAdd, s, route("example.com", "/", "http://127.0.0.1:1"), "client-1")
+	l.f.Apply(e)
+	l.f.Apply(l.entry(CmdRouteAdd, s, route("example.com", "/", "http://127.0.0.1:1"), "client-1"))
+	if n := len(l.session(s).RouteList()); n != 1 {
+		t.Fatalf("retried client write applied %d times", n)
+	}
+}
+
 func TestMaintenanceTargets(t *testing.T) {
 	l := newTestLog(t)
 	s := l.register("svc", "a")
