@@ -13,28 +13,48 @@ import (
 type RoundReport struct {
 	Round        int           `json:"round"`
 	Seed         int64         `json:"seed"`
-	Ops          int           `json:"ops"`
 	Reads        int           `json:"reads"`
 	Writes       int           `json:"writes"`
-	Acked        int           `json:"acked_writes"`
-	Unknown      int           `json:"unknown_writes"`
-	Failed       int           `json:"failed_writes"`
-	Lost         int           `json:"lost"`
-	Duplicated   int           `json:"duplicated"`
-	Violations   int           `json:"violations"`
 	Linearizable string        `json:"linearizable"`
 	CheckTime    time.Duration `json:"check_ns"`
-	// StaleChecks counts reads sent to an isolated old leader after a
-	// write the majority acknowledged; StaleReads those it answered
-	// without that write; IsolatedAcks writes it acknowledged.
-	StaleChecks   int           `json:"stale_read_checks"`
-	StaleReads    int           `json:"stale_reads"`
-	IsolatedAcks  int           `json:"isolated_leader_acks"`
+	HistoryCounts
 	ConvergeTime  time.Duration `json:"converge_ns"`
 	AppliedIndex  uint64        `json:"applied_index"`
 	Faults        []FaultReport `json:"faults"`
 	Visualization string        `json:"visualization,omitempty"`
 	Problems      []string      `json:"problems,omitempty"`
+}
+
+// HistoryCounts are the outcomes a history check counts, per round and
+// summed over the run.
+type HistoryCounts struct {
+	Ops        int `json:"ops"`
+	Acked      int `json:"acked_writes"`
+	Unknown    int `json:"unknown_writes"`
+	Failed     int `json:"failed_writes"`
+	Lost       int `json:"lost"`
+	Duplicated int `json:"duplicated"`
+	Violations int `json:"violations"`
+	// StaleChecks counts reads sent to an isolated old leader after a
+	// write the majority acknowledged; StaleReads those it answered
+	// without that write; IsolatedAcks writes it acknowledged.
+	StaleChecks  int `json:"stale_read_checks"`
+	StaleReads   int `json:"stale_reads"`
+	IsolatedAcks int `json:"isolated_leader_acks"`
+}
+
+// add adds o's counts to c.
+func (c *HistoryCounts) add(o HistoryCounts) {
+	c.Ops += o.Ops
+	c.Acked += o.Acked
+	c.Unknown += o.Unknown
+	c.Failed += o.Failed
+	c.Lost += o.Lost
+	c.Duplicated += o.Duplicated
+	c.Violations += o.Violations
+	c.StaleChecks += o.StaleChecks
+	c.StaleReads += o.StaleReads
+	c.IsolatedAcks += o.IsolatedAcks
 }
 
 // Stats is a median and a maximum.
@@ -64,16 +84,7 @@ type Report struct {
 	KeptData  bool          `json:"kept_data"`
 	Elapsed   time.Duration `json:"elapsed_ns"`
 
-	Ops          int `json:"ops"`
-	Acked        int `json:"acked_writes"`
-	Unknown      int `json:"unknown_writes"`
-	Failed       int `json:"failed_writes"`
-	Lost         int `json:"lost"`
-	Duplicated   int `json:"duplicated"`
-	Violations   int `json:"violations"`
-	StaleReads   int `json:"stale_reads"`
-	StaleChecks  int `json:"stale_read_checks"`
-	IsolatedAcks int `json:"isolated_leader_acks"`
+	HistoryCounts
 
 	ExpiredSessions int           `json:"expired_sessions"`
 	HeldSessions    int           `json:"held_sessions"`
@@ -104,16 +115,7 @@ func (r *Report) finish(h *harness) {
 	un := map[Scenario][]time.Duration{}
 	var conv []time.Duration
 	for _, rr := range r.RoundReports {
-		r.Ops += rr.Ops
-		r.Acked += rr.Acked
-		r.Unknown += rr.Unknown
-		r.Failed += rr.Failed
-		r.Lost += rr.Lost
-		r.Duplicated += rr.Duplicated
-		r.Violations += rr.Violations
-		r.StaleReads += rr.StaleReads
-		r.StaleChecks += rr.StaleChecks
-		r.IsolatedAcks += rr.IsolatedAcks
+		r.add(rr.HistoryCounts)
 		conv = append(conv, rr.ConvergeTime)
 		for _, f := range rr.Faults {
 			un[f.Scenario] = append(un[f.Scenario], f.Unavailability)
