@@ -29,7 +29,7 @@ func testLogger() *slog.Logger {
 }
 
 // testConfig is a node on loopback with fast timers and its own injector.
-func testConfig(t *testing.T, id string, expect int, join ...string) Config {
+func testConfig(t testing.TB, id string, expect int, join ...string) Config {
 	t.Helper()
 	return Config{
 		NodeID: id, DataDir: filepath.Join(t.TempDir(), id),
@@ -42,7 +42,7 @@ func testConfig(t *testing.T, id string, expect int, join ...string) Config {
 }
 
 // startNode starts cfg and shuts the node down when the test ends.
-func startNode(t *testing.T, cfg Config) *Node {
+func startNode(t testing.TB, cfg Config) *Node {
 	t.Helper()
 	n, err := Start(context.Background(), cfg)
 	if err != nil {
@@ -52,7 +52,7 @@ func startNode(t *testing.T, cfg Config) *Node {
 	return n
 }
 
-func stopNode(t *testing.T, n *Node) {
+func stopNode(t testing.TB, n *Node) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -72,7 +72,7 @@ func restartConfig(n *Node) Config {
 }
 
 // startCluster starts n nodes that bootstrap together (BootstrapExpect n).
-func startCluster(t *testing.T, n int, tweak ...func(*Config)) []*Node {
+func startCluster(t testing.TB, n int, tweak ...func(*Config)) []*Node {
 	t.Helper()
 	var nodes []*Node
 	var seed string
@@ -95,7 +95,7 @@ func startCluster(t *testing.T, n int, tweak ...func(*Config)) []*Node {
 }
 
 // waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -108,7 +108,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 
 // waitForLeader waits until every node names the same leader and that
 // leader has extended the leases of its term; it returns the leader.
-func waitForLeader(t *testing.T, nodes ...*Node) *Node {
+func waitForLeader(t testing.TB, nodes ...*Node) *Node {
 	t.Helper()
 	var leader *Node
 	waitFor(t, 15*time.Second, "one agreed leader", func() bool {
@@ -130,7 +130,7 @@ func waitForLeader(t *testing.T, nodes ...*Node) *Node {
 	return leader
 }
 
-func waitForApplied(t *testing.T, index uint64, nodes ...*Node) {
+func waitForApplied(t testing.TB, index uint64, nodes ...*Node) {
 	t.Helper()
 	for _, n := range nodes {
 		waitFor(t, 10*time.Second, fmt.Sprintf("%s to apply index %d", n.NodeID(), index), func() bool {
@@ -165,7 +165,7 @@ func heal(nodes ...*Node) {
 	}
 }
 
-func registerCmd(t *testing.T, service, sessionID, conn string) *fsm.Command {
+func registerCmd(t testing.TB, service, sessionID, conn string) *fsm.Command {
 	t.Helper()
 	cmd, err := fsm.NewCommand(fsm.CmdRegister, "", fsm.RegisterPayload{
 		SessionID: sessionID, Service: service, Instance: "i1", Conn: conn,
@@ -177,7 +177,7 @@ func registerCmd(t *testing.T, service, sessionID, conn string) *fsm.Command {
 }
 
 // register creates a session through n and returns its ID.
-func register(t *testing.T, n *Node, service, conn string) string {
+func register(t testing.TB, n *Node, service, conn string) string {
 	t.Helper()
 	id := "s-" + randomHex(6)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -215,7 +215,7 @@ func countService(n *Node, service string) int {
 	return c
 }
 
-func noop(t *testing.T, n *Node) uint64 {
+func noop(t testing.TB, n *Node) uint64 {
 	t.Helper()
 	cmd, _ := fsm.NewCommand(fsm.CmdNoop, "", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -228,7 +228,7 @@ func noop(t *testing.T, n *Node) uint64 {
 
 // assertConverged waits until all nodes applied the same index and then
 // compares their FSM snapshots byte for byte.
-func assertConverged(t *testing.T, nodes ...*Node) {
+func assertConverged(t testing.TB, nodes ...*Node) {
 	t.Helper()
 	leader := waitForLeader(t, nodes...)
 	idx := noop(t, leader)
