@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/raftgate/raftgate/fsm"
 )
@@ -186,13 +189,24 @@ func (t Timing) withDefaults() Timing {
 	return t
 }
 
+// ValidateNodeID checks a node ID: 1 to 128 bytes of UTF-8 text without
+// control characters (it is gossiped, logged and typed by operators).
+func ValidateNodeID(id string) error {
+	switch {
+	case id == "":
+		return errors.New("node ID is required")
+	case len(id) > 128:
+		return fmt.Errorf("node ID %.20q... is longer than 128 bytes", id)
+	case !utf8.ValidString(id) || strings.ContainsFunc(id, unicode.IsControl):
+		return fmt.Errorf("node ID %q has control characters or is not UTF-8", id)
+	}
+	return nil
+}
+
 // withDefaults validates c and fills its defaults.
 func (c Config) withDefaults() (Config, error) {
-	if c.NodeID == "" {
-		return c, errors.New("cluster config: node ID is required")
-	}
-	if len(c.NodeID) > 128 {
-		return c, fmt.Errorf("cluster config: node ID %.20q... is longer than 128 bytes", c.NodeID)
+	if err := ValidateNodeID(c.NodeID); err != nil {
+		return c, fmt.Errorf("cluster config: %w", err)
 	}
 	if c.DataDir == "" {
 		return c, errors.New("cluster config: data dir is required")

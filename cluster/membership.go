@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -376,6 +378,50 @@ func (n *Node) reconcile() {
 		}
 		n.log.Info("removed raft server", "node", id, "reason", reason)
 	}
+}
+
+// ErrNodeAlive is returned by ForceRemove for a node gossip reports alive.
+var ErrNodeAlive = errors.New("node is alive: stop it first, or run 'raftgate leave' on it")
+
+// ErrNotServer is returned by ForceRemove for a node that is not in the
+// raft configuration.
+var ErrNotServer = errors.New("not a server of this cluster")
+
+// ForceRemove drops a failed node from the raft configuration now instead
+// of after DeadNodeReap: what an operator does for a node that is gone for
+// good, so that the quorum stops counting it. A node that gossip reports
+// alive is refused (the leader would add it back at once), as is this node
+// itself. A removed node that comes back joins again like a new one.
+func (n *Node) ForceRemove(ctx context.Context, id string) error {
+	if id == n.cfg.NodeID {
+		return fmt.Errorf("force-remove %s: that is this node; run 'raftgate leave' on it instead", id)
+	}
+	if m, ok := n.member(id); ok && m.state == memberlist.StateAlive && !m.meta.Leaving {
+		return fmt.Errorf("force-remove %s: %w", id, ErrNodeAlive)
+	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("force-remove %s: read raft configuration: %w", id, err)
+	}
+	if !slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == id }) {
+		return fmt.Errorf("force-remove %s: %w", id, ErrNotServer)
+	}
+	err := n.retry(ctx, "force-remove "+id, func(ctx context.Context) error {
+		switch leader := n.LeaderID(); leader {
+		case "":
+			return errNoLeaderYet
+		case n.cfg.NodeID:
+			return n.removeServer(id)
+		default:
+			_, err := n.Call(ctx, leader, rpcRemove, []byte(id))
+			return err
+		}
+	})
+	if err != nil {
+		return err
+	}
+	n.log.Info("force-removed raft server", "removed_node", id)
+	return nil
 }
 
 // removeServer asks raft to drop node id; leader only.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 )
 
@@ -228,4 +230,49 @@ func TestLeasesRenewExpireExtendAndDetach(t *testing.T) {
 	if err := fs[0].SweepOnce(context.Background()); err == nil && !fs[0].IsLeader() {
 		t.Fatal("SweepOnce succeeded on a follower")
 	}
+}
+
+func TestForceRemoveDeadNode(t *testing.T) {
+	nodes := startCluster(t, 3)
+	leader := waitForLeader(t, nodes...)
+	fs := followers(nodes, leader)
+	victim, asker := fs[0], fs[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if err := asker.ForceRemove(ctx, victim.NodeID()); !errors.Is(err, ErrNodeAlive) {
+		t.Fatalf("force-remove of a live node: %v, want ErrNodeAlive", err)
+	}
+	if err := asker.ForceRemove(ctx, asker.NodeID()); err == nil {
+		t.Fatal("force-remove of the asking node itself succeeded")
+	}
+	if err := asker.ForceRemove(ctx, "no-such-node"); !errors.Is(err, ErrNotServer) {
+		t.Fatalf("force-remove of an unknown node: %v, want ErrNotServer", err)
+	}
+	if v := voters(t, leader); len(v) != 3 {
+		t.Fatalf("refused removals changed the voters: %v", v)
+	}
+
+	stopNode(t, victim)
+	rest := without(nodes, victim)
+	waitFor(t, 10*time.Second, "gossip to see the stopped node gone", func() bool {
+		m, ok := asker.member(victim.NodeID())
+		return ok && m.state != memberlist.StateAlive
+	})
+	// Asked on a follower: it goes to the leader.
+	if err := asker.ForceRemove(ctx, victim.NodeID()); err != nil {
+		t.Fatalf("force-remove of a stopped node: %v", err)
+	}
+	var want []string
+	for _, n := range rest {
+		want = append(want, n.NodeID())
+	}
+	waitVoters(t, leader, want...)
+	// The leader does not add it back while it stays down.
+	idx := noop(t, leader)
+	waitForApplied(t, idx, rest...)
+	if v := voters(t, leader); len(v) != 2 {
+		t.Fatalf("voters after force-remove = %v", v)
+	}
+	register(t, asker, "after-force-remove", "")
 }

@@ -14,13 +14,14 @@ Usage:
   raftgate <command> [flags]
 
 Commands:
-  serve    run one node (control protocol, reverse proxy, raft, gossip)
-  dev      run a local cluster of nodes on loopback with temporary data
-  status   print the cluster's members, leader, term and applied indexes
-  leave    make a running node leave the cluster gracefully
-  chaos    run a local cluster under faults and check the history (linearizability, no loss)
-  bench    measure the proxy, the control plane, failover, propagation and scale
-  version  print the version
+  serve        run one node (control protocol, reverse proxy, raft, gossip)
+  dev          run a local cluster of nodes on loopback with temporary data
+  status       print the cluster's members, leader, term and applied indexes
+  leave        make a running node leave the cluster gracefully
+  force-leave  remove a failed node from the voter set now (not after --dead-node-reap)
+  chaos        run a local cluster under faults and check the history (linearizability, no loss)
+  bench        measure the proxy, the control plane, failover, propagation and scale
+  version      print the version
 
 Run 'raftgate <command> --help' for the flags of a command.
 `
@@ -47,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runStatus(rest, stdout, stderr)
 	case "leave":
 		return runLeave(rest, stdout, stderr)
+	case "force-leave":
+		return runForceLeave(rest, stdout, stderr)
 	case "chaos":
 		return runChaos(rest, stdout, stderr)
 	case "bench":

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -63,6 +66,49 @@ process keeps running until stopped.`, stderr)
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusOK {
 		fmt.Fprintf(stderr, "raftgate leave: %s: %s", resp.Status, body)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s", body)
+	return 0
+}
+
+func runForceLeave(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("force-leave", `Argument: the ID of the node to remove, as 'raftgate status' lists it.
+
+Removes a failed node from the cluster's voter set now, instead of after
+--dead-node-reap (72h by default), so that the quorum stops counting it.
+Ask any live node through its admin address. A node that is still alive is
+refused: stop it first, or run 'raftgate leave' on it. If the removed node
+comes back, it joins again like a new node.`, stderr)
+	admin := fs.String("admin-addr", "127.0.0.1:8500", "admin address of any live node")
+	// The node ID may come before or after the flags.
+	var node string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		node, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if node == "" && fs.NArg() == 1 {
+		node = fs.Arg(0)
+	} else if fs.NArg() > 0 || node == "" {
+		fmt.Fprintln(stderr, "raftgate force-leave: give exactly one node ID (see 'raftgate status')")
+		return 2
+	}
+	client := &http.Client{Timeout: 40 * time.Second}
+	u := "http://" + *admin + "/v1/force-leave?node=" + url.QueryEscape(node)
+	resp, err := client.Post(u, "text/plain", nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "raftgate force-leave: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "raftgate force-leave: %s: %s", resp.Status, body)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s", body)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/pprof"
@@ -99,6 +100,24 @@ func (n *Node) adminHandler() http.Handler {
 			return
 		}
 		fmt.Fprintln(w, "left the cluster")
+	})
+	mux.HandleFunc("POST /v1/force-leave", func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("node")
+		if err := cluster.ValidateNodeID(id); err != nil {
+			http.Error(w, "force-leave: node: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		if err := n.Cluster.ForceRemove(ctx, id); err != nil {
+			code := http.StatusInternalServerError
+			if errors.Is(err, cluster.ErrNodeAlive) || errors.Is(err, cluster.ErrNotServer) {
+				code = http.StatusConflict
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		fmt.Fprintf(w, "removed %s from the cluster\n", id)
 	})
 	mux.HandleFunc("/v1/faults", n.handleFaults)
 	mux.HandleFunc("GET /v1/fsm", n.handleFSMDigest)
