@@ -56,16 +56,23 @@ process keeps running until stopped.`, stderr)
 	if code, stop := parseFlags(fs, args); stop {
 		return code
 	}
+	return adminPost("leave", "http://"+*admin+"/v1/leave", stdout, stderr)
+}
+
+// adminPost sends an operator request to a node's admin address and
+// prints the answer: to stdout with exit status 0 on 200 OK, else to
+// stderr with status 1.
+func adminPost(cmd, u string, stdout, stderr io.Writer) int {
 	client := &http.Client{Timeout: 40 * time.Second}
-	resp, err := client.Post("http://"+*admin+"/v1/leave", "text/plain", nil)
+	resp, err := client.Post(u, "text/plain", nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "raftgate leave: %v\n", err)
+		fmt.Fprintf(stderr, "raftgate %s: %v\n", cmd, err)
 		return 1
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "raftgate leave: %s: %s", resp.Status, body)
+		fmt.Fprintf(stderr, "raftgate %s: %s: %s", cmd, resp.Status, body)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s", body)
@@ -98,19 +105,5 @@ comes back, it joins again like a new node.`, stderr)
 		fmt.Fprintln(stderr, "raftgate force-leave: give exactly one node ID (see 'raftgate status')")
 		return 2
 	}
-	client := &http.Client{Timeout: 40 * time.Second}
-	u := "http://" + *admin + "/v1/force-leave?node=" + url.QueryEscape(node)
-	resp, err := client.Post(u, "text/plain", nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "raftgate force-leave: %v\n", err)
-		return 1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "raftgate force-leave: %s: %s", resp.Status, body)
-		return 1
-	}
-	fmt.Fprintf(stdout, "%s", body)
-	return 0
+	return adminPost("force-leave", "http://"+*admin+"/v1/force-leave?node="+url.QueryEscape(node), stdout, stderr)
 }
