@@ -115,6 +115,7 @@ func (n *Node) applyLocal(ctx context.Context, data []byte) (applyReply, error) 
 		}
 	}
 	res, _ := f.Response().(fsm.Result)
+	n.nudgeFollowers(nudgeDelay) // so followers' proxies serve it soon (nudge.go)
 	return applyReply{Index: f.Index(), Result: res}, nil
 }
 
@@ -212,7 +213,7 @@ func (n *Node) readIndexOnce(ctx context.Context) (uint64, error) {
 }
 
 // leaderReadIndex confirms leadership with a quorum and returns the commit
-// index. A new leader first waits for its barrier, because until an entry
+// index (or the last state change before it). A new leader first waits for its barrier, because until an entry
 // of its own term commits its commit index may lag the previous leader's.
 func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
 	term := n.raft.CurrentTerm()
@@ -232,7 +233,27 @@ func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
 	if n.raft.CurrentTerm() != term {
 		return 0, errNotLeader
 	}
-	return n.raft.CommitIndex(), nil
+	return n.readIndex(n.raft.CommitIndex()), nil
+}
+
+// readIndex is the index a reader must have applied to see every state
+// change committed up to commit: the last committed entry that is not a
+// no-op (nudge.go) or a raft-internal entry. Followers hear that the
+// trailing no-ops committed only after CommitTimeout, and need not wait
+// for it, since those entries change nothing.
+func (n *Node) readIndex(commit uint64) uint64 {
+	applied, lastChange := n.fsm.Applied()
+	if applied >= commit {
+		return min(lastChange, commit)
+	}
+	// Committed entries this FSM has not applied yet: look at them.
+	for i := commit; i > applied; i-- {
+		var l raft.Log
+		if err := n.logs.GetLog(i, &l); err != nil || l.Type == raft.LogCommand && !fsm.IsNoop(l.Data) {
+			return i
+		}
+	}
+	return lastChange
 }
 
 // nodeInfo is one node's answer to the info RPC.
@@ -289,7 +310,7 @@ func (n *Node) registerInternalHandlers() {
 		}
 		// The follower answers once it has applied the entry: tell it
 		// the commit now (nudge.go).
-		n.nudgeFollowers()
+		n.nudgeFollowers(0)
 		return json.Marshal(r)
 	})
 	n.rpc.handle(rpcReadIndex, func(ctx context.Context, _ []byte) ([]byte, error) {

@@ -36,6 +36,7 @@ type Node struct {
 	gossipAddr string
 
 	store    *raftboltdb.BoltStore
+	logs     *raft.LogCache // raft's log store: store behind a cache of recent entries
 	trans    *raft.NetworkTransport
 	raft     *raft.Raft
 	observer *raft.Observer
@@ -66,7 +67,7 @@ type Node struct {
 	touchMu sync.Mutex
 	touches map[string]struct{}
 
-	nudgeCh chan struct{} // nudgeLoop's wake-up; see nudge.go
+	notice commitNotice // nudgeLoop's pending no-op; see nudge.go
 
 	ctx          context.Context // cancelled when Shutdown begins
 	cancel       context.CancelFunc
@@ -115,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), fsm: cfg.FSM, faults: cfg.Faults,
 		inc:     randomHex(8),
 		members: map[string]*memberInfo{}, memberCh: make(chan struct{}, 1), bootstrapCh: make(chan struct{}, 1),
-		nudgeCh: make(chan struct{}, 1),
+		notice:  commitNotice{wake: make(chan struct{}, 1)},
 		dataIDs: map[string]string{}, unknownSince: map[string]time.Time{},
 		events: make(chan ClusterEvent, 256), touches: map[string]struct{}{},
 	}
@@ -165,6 +166,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	stream := &raftStream{peerListener: newPeerListener(rl, n.faults, raftTCP), self: cfg.NodeID}
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
+		// One AppendEntries in flight per follower: no pipelining. In
+		// hashicorp/raft 1.7 a follower's Success=false (a term change, a
+		// log mismatch) can leave the pipeline's sender parked forever
+		// (hashicorp/raft#612): that follower gets no more entries and the
+		// leader's Shutdown never returns (seen in chaos runs as a graceful
+		// stop hanging, with the replicate goroutine in
+		// netPipeline.AppendEntries). Raft batches entries per request, and
+		// its maintainers measured that pipelining buys little with batching.
+		MaxRPCsInFlight: 1,
 	})
 	closers = append(closers, func() { n.trans.Close() })
 
@@ -207,11 +217,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// The leader sends each new entry to every follower right after
 	// storing it; the cache serves those reads from memory instead of a
 	// bolt transaction per entry and follower.
-	logs, err := raft.NewLogCache(512, n.store)
+	n.logs, err = raft.NewLogCache(512, n.store)
 	if err != nil {
 		return fail(fmt.Errorf("raft log cache: %w", err))
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, snaps, n.trans)
+	n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.store, snaps, n.trans)
 	if err != nil {
 		return fail(fmt.Errorf("start raft from %s (corrupt data dir?): %w", cfg.DataDir, err))
 	}

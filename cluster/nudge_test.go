@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 func TestFollowerWritesLearnCommitFromNoop(t *testing.T) {
 	nodes := startCluster(t, 3, func(c *Config) {
 		c.Timing.CommitTimeout = time.Minute
-		c.HoldTimeout = 2 * time.Second
+		c.HoldTimeout = 5 * time.Second
 	})
 	leader := waitForLeader(t, nodes...)
 	f := followers(nodes, leader)[0]
@@ -23,7 +24,38 @@ func TestFollowerWritesLearnCommitFromNoop(t *testing.T) {
 	}
 	// The other follower hears of every write from the same no-ops.
 	other := followers(nodes, leader)[1]
-	waitFor(t, 2*time.Second, "the other follower applying every write", func() bool {
+	waitFor(t, 5*time.Second, "the other follower applying every write", func() bool {
 		return countService(other, "nudged4") == 1
 	})
+}
+
+// TestLeaderWritesReachFollowersWithoutCommitTimeout: with a commit timeout
+// far longer than the hold timeout, a write made on the leader still
+// reaches the followers' state soon (the delayed no-op carries its
+// commit), and a linearizable read on a follower right after it does not
+// wait to hear that the no-op itself committed.
+func TestLeaderWritesReachFollowersWithoutCommitTimeout(t *testing.T) {
+	nodes := startCluster(t, 3, func(c *Config) {
+		c.Timing.CommitTimeout = time.Minute
+		c.HoldTimeout = 5 * time.Second
+	})
+	leader := waitForLeader(t, nodes...)
+	fs := followers(nodes, leader)
+	for i := range 3 {
+		register(t, leader, "on-leader"+strconv.Itoa(i), "")
+		written := leader.fsm.AppliedIndex()
+		waitFor(t, 5*time.Second, "followers applying a leader's write", func() bool {
+			return countService(fs[0], "on-leader"+strconv.Itoa(i)) == 1 && countService(fs[1], "on-leader"+strconv.Itoa(i)) == 1
+		})
+		// The no-op that carried the commit has committed on the leader;
+		// the followers will not hear of that for a minute.
+		waitFor(t, 5*time.Second, "the leader applying its no-op", func() bool {
+			return leader.fsm.AppliedIndex() > written
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := fs[0].LinearizableRead(ctx); err != nil {
+		t.Fatalf("linearizable read on a follower after the leader's no-op: %v", err)
+	}
 }

@@ -81,6 +81,12 @@ func (c *Command) Encode() ([]byte, error) {
 	return append(out, b...), nil
 }
 
+// IsNoop reports whether a log entry written by Encode is a CmdNoop, an
+// entry that changes no state, without decoding it.
+func IsNoop(entry []byte) bool {
+	return len(entry) > 0 && CommandType(entry[0]) == CmdNoop
+}
+
 // DecodeCommand parses a log entry written by Encode.
 func DecodeCommand(b []byte) (*Command, error) {
 	if len(b) < 2 {

@@ -36,6 +36,9 @@ type FSM struct {
 	mu    sync.RWMutex
 	state *State
 	index uint64 // last applied log index
+	// lastChange is the index of the last applied entry that may have
+	// changed the state (every command but CmdNoop).
+	lastChange uint64
 
 	// table is the routing table of the applied state, patched after each
 	// batch that changed active configuration.
@@ -94,6 +97,16 @@ func (f *FSM) AppliedIndex() uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.index
+}
+
+// Applied returns the last applied log index and the index of the last
+// applied entry that may have changed the state: the entries after it,
+// up to the applied index, are no-ops, so any FSM that has applied up to
+// lastChange holds the same state as this one.
+func (f *FSM) Applied() (index, lastChange uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.index, f.lastChange
 }
 
 // Table returns the current routing table.
@@ -186,6 +199,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			// An entry that cannot be decoded means a corrupt log or a
 			// newer node's command type; going on would fork the state.
 			panic(fmt.Sprintf("fsm: log entry %d: %v", l.Index, err))
+		}
+		if cmd.Type != CmdNoop {
+			f.lastChange = l.Index
 		}
 		n := f.applyCommand(cmd, l.Index)
 		for _, d := range n.dirty {
@@ -293,6 +309,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.state = d.State
 	f.index = d.Index
+	f.lastChange = d.Index
 	f.table = table
 	publish := f.provisionalUntil == 0 || d.Index >= f.provisionalUntil
 	if publish {

@@ -290,6 +290,39 @@ func TestHousekeepingLeavesRequestTable(t *testing.T) {
 	}
 }
 
+// TestLastChangeSkipsNoops: the last state change is the last entry that
+// was not a no-op, and a restore counts as one.
+func TestLastChangeSkipsNoops(t *testing.T) {
+	l := newTestLog(t)
+	s := l.register("svc", "a")
+	l.mustOK(CmdRouteAdd, s, route("example.com", "/", "http://127.0.0.1:1"))
+	change := l.f.AppliedIndex()
+	noop := l.entry(CmdNoop, "", nil, "")
+	if !IsNoop(noop.Data) || IsNoop(l.entry(CmdTouch, "", SessionsPayload{}, "").Data) {
+		t.Fatal("IsNoop does not tell a no-op entry from others")
+	}
+	l.f.Apply(noop)
+	l.mustOK(CmdNoop, "", nil)
+	if applied, last := l.f.Applied(); last != change || applied != change+3 {
+		t.Fatalf("Applied() = %d, %d; want %d, %d", applied, last, change+3, change)
+	}
+	l.mustOK(CmdTouch, "", SessionsPayload{Sessions: []string{s}})
+	if applied, last := l.f.Applied(); last != applied {
+		t.Fatalf("after a state change Applied() = %d, %d", applied, last)
+	}
+	b, err := l.f.SnapshotBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	if applied, last := g.Applied(); applied != last || applied != l.f.AppliedIndex() {
+		t.Fatalf("after restore Applied() = %d, %d", applied, last)
+	}
+}
+
 func TestMaintenanceTargets(t *testing.T) {
 	l := newTestLog(t)
 	s := l.register("svc", "a")
