@@ -69,7 +69,7 @@ func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (fsm.Result, error) 
 // applyOnce makes one attempt: raft.Apply on the leader, a forward elsewhere.
 func (n *Node) applyOnce(ctx context.Context, data []byte) (applyReply, error) {
 	if n.raft.State() == raft.Leader {
-		return n.applyLocal(ctx, data)
+		return n.applyLocal(ctx, data, nudgeDelay)
 	}
 	leader := n.LeaderID()
 	if leader == "" || leader == n.cfg.NodeID {
@@ -91,7 +91,9 @@ func (n *Node) applyOnce(ctx context.Context, data []byte) (applyReply, error) {
 	return r, nil
 }
 
-func (n *Node) applyLocal(ctx context.Context, data []byte) (applyReply, error) {
+// applyLocal applies data on this node as leader. Once it is applied,
+// followers are told of the commit after nudge (nudge.go).
+func (n *Node) applyLocal(ctx context.Context, data []byte, nudge time.Duration) (applyReply, error) {
 	timeout := n.cfg.HoldTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
@@ -115,7 +117,7 @@ func (n *Node) applyLocal(ctx context.Context, data []byte) (applyReply, error) 
 		}
 	}
 	res, _ := f.Response().(fsm.Result)
-	n.nudgeFollowers(nudgeDelay) // so followers' proxies serve it soon (nudge.go)
+	n.nudgeFollowers(nudge)
 	return applyReply{Index: f.Index(), Result: res}, nil
 }
 
@@ -212,9 +214,10 @@ func (n *Node) readIndexOnce(ctx context.Context) (uint64, error) {
 	return binary.BigEndian.Uint64(body), nil
 }
 
-// leaderReadIndex confirms leadership with a quorum and returns the commit
-// index (or the last state change before it). A new leader first waits for its barrier, because until an entry
-// of its own term commits its commit index may lag the previous leader's.
+// leaderReadIndex confirms leadership with a quorum and returns the read
+// index (readIndex). A new leader first waits for its barrier, because
+// until an entry of its own term commits its commit index may lag the
+// previous leader's.
 func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
 	term := n.raft.CurrentTerm()
 	for n.readyTerm.Load() != term {
@@ -304,13 +307,12 @@ func (n *Node) registerInternalHandlers() {
 		if n.raft.State() != raft.Leader {
 			return nil, errNotLeader
 		}
-		r, err := n.applyLocal(ctx, req)
+		// The follower answers once it has applied the entry: tell it
+		// the commit at once.
+		r, err := n.applyLocal(ctx, req, 0)
 		if err != nil {
 			return nil, err
 		}
-		// The follower answers once it has applied the entry: tell it
-		// the commit now (nudge.go).
-		n.nudgeFollowers(0)
 		return json.Marshal(r)
 	})
 	n.rpc.handle(rpcReadIndex, func(ctx context.Context, _ []byte) ([]byte, error) {

@@ -37,11 +37,10 @@ const nudgeDelay = 2 * time.Millisecond
 
 // commitNotice is the pending request for a no-op.
 type commitNotice struct {
-	mu      sync.Mutex
-	pending bool
-	last    uint64    // the log's last index at the latest request
-	at      time.Time // when the no-op is due
-	wake    chan struct{}
+	mu   sync.Mutex
+	at   time.Time // when the no-op is due; zero: none is asked for
+	last uint64    // the log's last index at the latest request
+	wake chan struct{}
 }
 
 // nudgeFollowers asks for a no-op that tells the followers about every
@@ -53,10 +52,9 @@ func (n *Node) nudgeFollowers(delay time.Duration) {
 	at := time.Now().Add(delay)
 	c.mu.Lock()
 	c.last = max(c.last, last)
-	if !c.pending || at.Before(c.at) {
+	if c.at.IsZero() || at.Before(c.at) {
 		c.at = at
 	}
-	c.pending = true
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
@@ -89,7 +87,7 @@ func (n *Node) nudgeLoop() {
 		case <-timer.C:
 		}
 		c.mu.Lock()
-		if !c.pending {
+		if c.at.IsZero() {
 			c.mu.Unlock()
 			continue
 		}
@@ -99,7 +97,7 @@ func (n *Node) nudgeLoop() {
 			continue
 		}
 		last := c.last
-		c.pending, c.last, c.at = false, 0, time.Time{}
+		c.at, c.last = time.Time{}, 0
 		c.mu.Unlock()
 		if n.raft.State() != raft.Leader || n.ml.NumMembers() < 2 || n.raft.LastIndex() > last {
 			continue // no followers, or a later entry carries the commit

@@ -210,23 +210,22 @@ func applyConfigApply(a *applyCtx) Result {
 		return fail("%s", msg)
 	}
 	targets := changedTargets(&a.sess.Active, &next)
-	if slices.Contains(targets, TargetAll) {
-		a.sessionChanged(a.sess) // the routes it drops; the rest below
-	} else {
-		for _, r := range gone {
-			a.routesChanged(a.sess.ID, r.ID)
-		}
-		a.routesChanged(a.sess.ID, targets...)
-	}
 	a.st.removeOwner(a.sess, gone)
 	a.sess.Active = next
 	a.st.addOwner(a.sess, come)
+	// What the table must recompute: the routes removed or edited, and
+	// either every route now active (an ALL setting changed) or the added
+	// ones and those whose own settings changed.
+	for _, r := range gone {
+		a.routesChanged(a.sess.ID, r.ID)
+	}
 	if slices.Contains(targets, TargetAll) {
 		a.sessionChanged(a.sess)
 	} else {
 		for _, r := range come {
 			a.routesChanged(a.sess.ID, r.ID)
 		}
+		a.routesChanged(a.sess.ID, targets...)
 	}
 	if len(p.Scopes) == 0 || a.sess.Staged.equal(&a.sess.Active) {
 		a.sess.Staged = nil

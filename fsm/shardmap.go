@@ -108,11 +108,18 @@ func shardsFor(n int) int {
 	return s
 }
 
+// position locates the shard of a key hash in the trie: the mid in root,
+// the leaf in that mid and the slot in that leaf.
+func (m *ShardMap[V]) position(h uint64) (mid, leaf, slot int) {
+	i := int(h & uint64(m.shards-1))
+	l := i >> trieBits
+	return l >> trieBits, l & (trieFanout - 1), i & (trieFanout - 1)
+}
+
 // shard returns the slot of the shard of a key hash.
 func (m *ShardMap[V]) shard(h uint64) *map[string]V {
-	i := int(h & uint64(m.shards-1))
-	leaf := i >> trieBits
-	return &m.root[leaf>>trieBits][leaf&(trieFanout-1)][i&(trieFanout-1)]
+	mi, li, si := m.position(h)
+	return &m.root[mi][li][si]
 }
 
 // Len is the number of keys.
@@ -188,9 +195,7 @@ func (m ShardMap[V]) With(set map[string]V, del []string) ShardMap[V] {
 	out := ShardMap[V]{root: slices.Clone(m.root), shards: m.shards, n: m.n}
 	copied := make(map[any]bool, 3*(len(set)+len(del)))
 	shard := func(k string) map[string]V {
-		i := int(maphash.String(shardSeed, k) & uint64(out.shards-1))
-		leafIdx := i >> trieBits
-		mi := leafIdx >> trieBits
+		mi, li, si := out.position(maphash.String(shardSeed, k))
 		mid := out.root[mi]
 		if !copied[mid] {
 			c := *mid
@@ -198,14 +203,14 @@ func (m ShardMap[V]) With(set map[string]V, del []string) ShardMap[V] {
 			out.root[mi] = mid
 			copied[mid] = true
 		}
-		leaf := mid[leafIdx&(trieFanout-1)]
+		leaf := mid[li]
 		if !copied[leaf] {
 			c := *leaf
 			leaf = &c
-			mid[leafIdx&(trieFanout-1)] = leaf
+			mid[li] = leaf
 			copied[leaf] = true
 		}
-		slot := &leaf[i&(trieFanout-1)]
+		slot := &leaf[si]
 		if !copied[slot] {
 			copied[slot] = true
 			// Clone copies the shard's table as it is; copying entry by

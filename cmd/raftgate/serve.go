@@ -44,20 +44,40 @@ func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args; it returns an exit code when the caller should
-// stop (0 after --help, 2 on a bad flag).
+// parseFlags parses args, which take no arguments besides flags; it
+// returns an exit code when the caller should stop (0 after --help, 2 on a
+// bad flag or an argument).
 func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, true
+	_, code, stop := parseFlagsAndArgs(fs, args, 0)
+	return code, stop
+}
+
+// parseFlagsAndArgs is parseFlags for commands that take exactly want
+// arguments, before, between or after the flags, and returns them.
+func parseFlagsAndArgs(fs *flag.FlagSet, args []string, want int) ([]string, int, bool) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, 0, true
+			}
+			return nil, 2, true
 		}
-		return 2, true
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return 2, true
+	if len(pos) != want {
+		if want == 0 {
+			fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(pos, " "))
+		} else {
+			fmt.Fprintf(fs.Output(), "want %d argument(s), got %d %q; see --help\n", want, len(pos), pos)
+		}
+		return nil, 2, true
 	}
-	return 0, false
+	return pos, 0, false
 }
 
 func newLogger(level string, w io.Writer) (*slog.Logger, error) {

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -88,22 +86,10 @@ Ask any live node through its admin address. A node that is still alive is
 refused: stop it first, or run 'raftgate leave' on it. If the removed node
 comes back, it joins again like a new node.`, stderr)
 	admin := fs.String("admin-addr", "127.0.0.1:8500", "admin address of any live node")
-	// The node ID may come before or after the flags.
-	var node string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		node, args = args[0], args[1:]
+	pos, code, stop := parseFlagsAndArgs(fs, args, 1)
+	if stop {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if node == "" && fs.NArg() == 1 {
-		node = fs.Arg(0)
-	} else if fs.NArg() > 0 || node == "" {
-		fmt.Fprintln(stderr, "raftgate force-leave: give exactly one node ID (see 'raftgate status')")
-		return 2
-	}
+	node := pos[0]
 	return adminPost("force-leave", "http://"+*admin+"/v1/force-leave?node="+url.QueryEscape(node), stdout, stderr)
 }
